@@ -1,0 +1,210 @@
+"""Apps (tenants): credentials, feature flags, limits and webhooks, and the registry that finds them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hub.protocol.limits import Limits
+
+WEBHOOK_EVENT_TYPES = frozenset(
+    {
+        "channel_occupied",
+        "channel_vacated",
+        "member_added",
+        "member_removed",
+        "client_event",
+        "cache_miss",
+        "subscription_count",
+    }
+)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be served; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A webhook target and the event types it receives."""
+
+    url: str
+    event_types: frozenset[str]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """One Pusher app: its id, key and secret, what it enables and what it limits."""
+
+    id: str
+    key: str
+    secret: str
+    enabled: bool = True
+    enable_client_messages: bool = False
+    enable_user_authentication: bool = False
+    user_authentication_timeout: float = 30.0
+    enable_subscription_count: bool = False
+    enable_watchlist_events: bool = False
+    max_connections: int = -1
+    max_backend_events_per_second: int = -1
+    max_client_events_per_second: int = 10
+    encryption_master_key_base64: str | None = None
+    webhooks: tuple[Webhook, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    def webhooks_for(self, event_type: str) -> list[Webhook]:
+        """The webhooks subscribed to ``event_type``."""
+        return [w for w in self.webhooks if event_type in w.event_types]
+
+
+_APP_FIELDS = {f.name for f in fields(App)} - {"limits", "webhooks"}
+_LIMIT_FIELDS = {f.name for f in fields(Limits)}
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _snake(key: str) -> str:
+    # Soketi's app fields are camelCase; accept them as well as our snake_case names.
+    return _CAMEL.sub("_", key).lower()
+
+
+def _check_type(app_label: str, key: str, value: Any, expected: type) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"app {app_label}: {key} must be true or false, got {value!r}")
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"app {app_label}: {key} must be an integer, got {value!r}")
+    if expected is str and not isinstance(value, str):
+        raise ConfigError(f"app {app_label}: {key} must be a string, got {value!r}")
+    return value
+
+
+_TYPES: dict[str, type] = {
+    "id": str,
+    "key": str,
+    "secret": str,
+    "enabled": bool,
+    "enable_client_messages": bool,
+    "enable_user_authentication": bool,
+    "user_authentication_timeout": float,
+    "enable_subscription_count": bool,
+    "enable_watchlist_events": bool,
+    "max_connections": int,
+    "max_backend_events_per_second": int,
+    "max_client_events_per_second": int,
+    "encryption_master_key_base64": str,
+}
+
+
+def _parse_webhook(app_label: str, raw: object) -> Webhook:
+    if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
+        raise ConfigError(f"app {app_label}: each webhook needs a url string")
+    types = raw.get("event_types", sorted(WEBHOOK_EVENT_TYPES))
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ConfigError(f"app {app_label}: webhook event_types must be a list of strings")
+    unknown = set(types) - WEBHOOK_EVENT_TYPES
+    if unknown:
+        raise ConfigError(f"app {app_label}: unknown webhook event type {sorted(unknown)[0]!r}")
+    headers = raw.get("headers", {})
+    if not isinstance(headers, dict):
+        raise ConfigError(f"app {app_label}: webhook headers must be an object")
+    return Webhook(
+        url=raw["url"],
+        event_types=frozenset(types),
+        headers=tuple((str(k), str(v)) for k, v in headers.items()),
+    )
+
+
+def app_from_mapping(raw: Mapping[str, Any], position: int = 0) -> App:
+    """Build an App from an apps-file entry, naming the entry and key in any error."""
+    entry = {_snake(k): v for k, v in raw.items()}
+    label = str(entry.get("id", f"#{position + 1}"))
+    for required in ("id", "key", "secret"):
+        value = entry.get(required)
+        if isinstance(value, int) and not isinstance(value, bool) and required == "id":
+            entry["id"] = value = str(value)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"app {label}: {required} is required and must be a non-empty string")
+    app_args: dict[str, Any] = {}
+    limit_args: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key == "webhooks":
+            if not isinstance(value, list):
+                raise ConfigError(f"app {label}: webhooks must be a list")
+            app_args["webhooks"] = tuple(_parse_webhook(label, w) for w in value)
+        elif key in _APP_FIELDS:
+            if value is None and key == "encryption_master_key_base64":
+                continue
+            app_args[key] = _check_type(label, key, value, _TYPES[key])
+        elif key in _LIMIT_FIELDS:
+            limit_args[key] = _check_type(label, key, value, int)
+        else:
+            raise ConfigError(f"app {label}: unknown key {key!r}")
+    return App(**app_args, limits=Limits(**limit_args))
+
+
+class AppRegistry:
+    """Finds apps by id (HTTP API) and by key (WebSocket URL)."""
+
+    def __init__(self, apps: Iterable[App]) -> None:
+        self._by_id: dict[str, App] = {}
+        self._by_key: dict[str, App] = {}
+        for app in apps:
+            if app.id in self._by_id:
+                raise ConfigError(f"duplicate app id {app.id!r}")
+            if app.key in self._by_key:
+                raise ConfigError(f"duplicate app key {app.key!r}")
+            self._by_id[app.id] = app
+            self._by_key[app.key] = app
+        if not self._by_id:
+            raise ConfigError("no apps configured")
+
+    def by_id(self, app_id: str) -> App | None:
+        """The app with this id, or None."""
+        return self._by_id.get(app_id)
+
+    def by_key(self, key: str) -> App | None:
+        """The app with this key, or None."""
+        return self._by_key.get(key)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+def load_apps_file(path: str | Path) -> AppRegistry:
+    """Read an apps file (``{"apps": [...]}``); raise ConfigError with a one-line reason when it is bad."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read apps file {p}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"apps file {p} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list):
+        raise ConfigError(f'apps file {p} must be an object with an "apps" list')
+    apps = []
+    for i, raw in enumerate(doc["apps"]):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"apps file {p}: entry #{i + 1} is not an object")
+        apps.append(app_from_mapping(raw, i))
+    return AppRegistry(apps)
+
+
+def default_app(env: Mapping[str, str]) -> App:
+    """The single app of a Laravel-style ``.env``: PUSHER_APP_ID, PUSHER_APP_KEY, PUSHER_APP_SECRET."""
+    return App(
+        id=env.get("PUSHER_APP_ID") or "app-id",
+        key=env.get("PUSHER_APP_KEY") or "app-key",
+        secret=env.get("PUSHER_APP_SECRET") or "app-secret",
+        enable_client_messages=env.get("PUSHER_APP_CLIENT_MESSAGES", "false").lower() in ("1", "true", "yes"),
+    )

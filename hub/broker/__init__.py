@@ -1,0 +1,1 @@
+"""Brokers carry published messages between nodes: memory for one process, Redis for a cluster."""

@@ -1,0 +1,148 @@
+"""Node settings from command-line flags and ``HUB_*`` environment variables, and the apps they serve.
+
+Every option is one row of OPTIONS: its flag, the variable ``HUB_<FLAG>``, its type and default. The
+README's configuration table is this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from hub.apps import AppRegistry, ConfigError, default_app, load_apps_file
+
+
+class Role(Enum):
+    """What a process serves."""
+
+    SERVE = "serve"
+    WS = "ws"
+    INGEST = "ingest"
+
+    @property
+    def websocket(self) -> bool:
+        """Whether this role accepts WebSocket clients."""
+        return self in (Role.SERVE, Role.WS)
+
+    @property
+    def http_api(self) -> bool:
+        """Whether this role answers the Pusher HTTP API."""
+        return self in (Role.SERVE, Role.INGEST)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: flag name, type, default and help."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable."""
+        return "HUB_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "0.0.0.0", "Address to listen on."),
+    Option("port", int, 6001, "Port for WebSocket clients and the HTTP API."),
+    Option("redis_url", str, None, "Redis URL (redis://, rediss://, with password and db). Required for ws/ingest."),
+    Option("redis_prefix", str, "hub", "Prefix of every Redis key and channel; separates deployments."),
+    Option("apps_file", str, None, "JSON apps file; without it one app from PUSHER_APP_ID/KEY/SECRET."),
+    Option("metrics_port", int, 9601, "Port for GET /metrics (Prometheus); 0 disables."),
+    Option("node_id", str, None, "This node's id in the cluster (default: random)."),
+    Option("drain_seconds", float, 10.0, "On SIGTERM, close clients spread over this many seconds."),
+    Option("activity_timeout", int, 120, "Seconds of silence after which a client pings (sent in the handshake)."),
+    Option("pong_timeout", float, 30.0, "Seconds to wait for any frame after a server ping before closing 4201."),
+    Option("max_send_buffer_kb", int, 1024, "Send buffer past which a socket is a slow consumer (closed 4100)."),
+    Option("max_message_kb", int, 256, "Largest WebSocket frame a client may send."),
+    Option("node_timeout", float, 15.0, "Seconds without a heartbeat after which a node's sockets are reaped."),
+    Option("cache_ttl", int, 1800, "Seconds a cache channel keeps its last event."),
+    Option("log_format", str, "auto", "json, console, or auto (console on a terminal, JSON otherwise)."),
+    Option("log_level", str, "info", "debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a node needs to start, resolved from flags and environment."""
+
+    role: Role
+    host: str
+    port: int
+    redis_url: str | None
+    redis_prefix: str
+    apps_file: str | None
+    metrics_port: int
+    node_id: str
+    drain_seconds: float
+    activity_timeout: int
+    pong_timeout: float
+    max_send_buffer_kb: int
+    max_message_kb: int
+    node_timeout: float
+    cache_ttl: int
+    log_format: str
+    log_level: str
+
+
+def _parse_bound(option: Option, raw: str) -> Any:
+    try:
+        return option.type(raw)
+    except ValueError:
+        raise ConfigError(f"{option.env}={raw!r} is not a valid {option.type.__name__}") from None
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The ``hub`` command line: ``serve``, ``ws`` and ``ingest``, every flag defaulting from HUB_*."""
+    parser = argparse.ArgumentParser(prog="hub", description="Pusher Channels compatible broadcast server.")
+    sub = parser.add_subparsers(dest="role", required=True)
+    helps = {
+        Role.SERVE: "WebSocket + HTTP API in one process (in-memory unless --redis-url).",
+        Role.WS: "WebSocket node of a cluster (needs --redis-url).",
+        Role.INGEST: "HTTP API node of a cluster (needs --redis-url).",
+    }
+    for role in Role:
+        p = sub.add_parser(role.value, help=helps[role])
+        for option in OPTIONS:
+            default = _parse_bound(option, env[option.env]) if option.env in env else option.default
+            p.add_argument(
+                option.flag,
+                dest=option.name,
+                type=option.type,
+                default=default,
+                help=f"{option.help} [env {option.env}, default {option.default}]",
+            )
+    return parser
+
+
+def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """Resolve Settings from arguments and environment; raise ConfigError on a bad combination."""
+    args = vars(build_parser(env).parse_args(list(argv)))
+    role = Role(args.pop("role"))
+    if role in (Role.WS, Role.INGEST) and not args["redis_url"]:
+        raise ConfigError(f"hub {role.value} needs --redis-url (or HUB_REDIS_URL)")
+    if args["log_format"] not in ("auto", "json", "console"):
+        raise ConfigError(f"log format must be auto, json or console, not {args['log_format']!r}")
+    if args["activity_timeout"] <= 0:
+        raise ConfigError("activity timeout must be positive")
+    args["node_id"] = args["node_id"] or secrets.token_hex(6)
+    return Settings(role=role, **args)
+
+
+def load_apps(settings: Settings, env: Mapping[str, str]) -> AppRegistry:
+    """The apps this node serves: the apps file, or the default app from the environment."""
+    if settings.apps_file:
+        return load_apps_file(settings.apps_file)
+    return AppRegistry([default_app(env)])

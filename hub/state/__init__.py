@@ -1,0 +1,1 @@
+"""Cluster-wide state (occupancy, presence, users, liveness): memory for one process, Redis for a cluster."""
