@@ -31,8 +31,10 @@ class Broker(ABC):
     - ``publish`` returns only once the broker accepted the message and raises BrokerUnavailable
       otherwise, so a caller never reports success for a message that went nowhere.
     - ``subscribe``/``unsubscribe`` are per topic (app id, channel); the node reference-counts its
-      local sockets and calls them on the first join and last leave. They never raise: while the
-      broker is down the wish is remembered and applied on reconnect.
+      local sockets and calls them on the first join and last leave. ``subscribe`` returns once the
+      topic is being delivered (so a client told "subscription succeeded" misses nothing published
+      after), batching concurrent calls into one command. Neither raises: while the broker is down
+      the wish is remembered, ``subscribe`` returns at once, and it is applied on reconnect.
     - Every node receives its apps' control topic (``#control``) without subscribing to it.
     - The handler runs on the event loop and must not block; it is called for the node's own
       publishes too.
@@ -51,8 +53,8 @@ class Broker(ABC):
         """Publish; raise BrokerUnavailable if the broker did not accept it."""
 
     @abstractmethod
-    def subscribe(self, app_id: str, channel: str) -> None:
-        """Start receiving the topic (applied asynchronously, batched)."""
+    async def subscribe(self, app_id: str, channel: str) -> None:
+        """Start receiving the topic; return once it is delivered (or at once while disconnected)."""
 
     @abstractmethod
     def unsubscribe(self, app_id: str, channel: str) -> None:

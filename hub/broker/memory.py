@@ -25,7 +25,7 @@ class MemoryBroker(Broker):
         if envelope.kind is not Kind.EVENT or topic_of(envelope) in self._topics:
             self._handler(envelope)
 
-    def subscribe(self, app_id: str, channel: str) -> None:
+    async def subscribe(self, app_id: str, channel: str) -> None:
         self._topics.add((app_id, channel))
 
     def unsubscribe(self, app_id: str, channel: str) -> None:
