@@ -30,7 +30,7 @@ def load_json_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or ApiError(400) saying why not."""
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "Request body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise ApiError(400, "Request body must be a JSON object.")

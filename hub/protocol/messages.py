@@ -59,7 +59,7 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     """Parse one client text frame; raise InvalidMessage when it is not a Pusher message."""
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidMessage("Invalid message format: not JSON.") from None
     if not isinstance(message, dict):
         raise InvalidMessage("Invalid message format: expected a JSON object.")
@@ -77,7 +77,7 @@ def _data_object(data: Any) -> dict[str, Any]:
     if isinstance(data, str):
         try:
             data = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidMessage("Invalid message format: data is not a JSON object.") from None
     if not isinstance(data, dict):
         raise InvalidMessage("Invalid message format: data must be an object.")

@@ -34,7 +34,7 @@ class SignedInUser:
 def _load_object(raw: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidUserData(f"{what} is not valid JSON.") from None
     if not isinstance(value, dict):
         raise InvalidUserData(f"{what} must be a JSON object.")
