@@ -59,7 +59,13 @@ def parse_event(obj: dict[str, Any], limits: Limits, *, batch: bool) -> TriggerE
     # The SDKs always send a string; a JSON value is accepted and encoded as one for lenient clients.
     if not isinstance(data, str):
         data = dumps(data)
-    if len(data.encode()) > limits.max_payload_bytes:
+    try:
+        size = len(data.encode())
+        name.encode()
+    except UnicodeEncodeError:
+        # JSON allows lone surrogates (``"\ud800"``); no frame holding them can be sent as UTF-8 text.
+        raise ApiError(400, "Event name and data must be valid Unicode text.") from None
+    if size > limits.max_payload_bytes:
         raise ApiError(413, f"Event data is larger than {limits.max_event_payload_in_kb} KB.")
     if batch:
         channel = obj.get("channel")
