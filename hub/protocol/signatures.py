@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Iterable
 
 from hub.protocol.errors import ApiError
@@ -102,7 +103,8 @@ def verify_api_request(
         timestamp = float(values["auth_timestamp"])
     except ValueError:
         raise ApiError(401, "auth_timestamp is not a number.") from None
-    if abs(now - timestamp) > TIMESTAMP_WINDOW_SECONDS:
+    # ``float`` parses "nan", and a NaN compares false with everything: it must not pass the window check.
+    if not math.isfinite(timestamp) or abs(now - timestamp) > TIMESTAMP_WINDOW_SECONDS:
         raise ApiError(
             401,
             f"auth_timestamp is more than {TIMESTAMP_WINDOW_SECONDS} s away from the server time; check the clock.",
