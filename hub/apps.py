@@ -73,7 +73,9 @@ def _snake(key: str) -> str:
 
 
 def _check_type(app_label: str, key: str, value: Any, expected: type) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"app {app_label}: {key} must be a number, got {value!r}")
         return float(value)
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"app {app_label}: {key} must be true or false, got {value!r}")
@@ -186,9 +188,11 @@ def load_apps_file(path: str | Path) -> AppRegistry:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read apps file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"apps file {p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ConfigError(f"apps file {p} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list):
         raise ConfigError(f'apps file {p} must be an object with an "apps" list')
