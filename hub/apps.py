@@ -53,6 +53,8 @@ class App:
     max_connections: int = -1
     max_backend_events_per_second: int = -1
     max_client_events_per_second: int = 10
+    # Soketi's per-app HTTP read (GET) rate limit; accepted so Soketi apps files load unchanged.
+    max_read_requests_per_second: int = -1
     encryption_master_key_base64: str | None = None
     webhooks: tuple[Webhook, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -99,6 +101,7 @@ _TYPES: dict[str, type] = {
     "max_connections": int,
     "max_backend_events_per_second": int,
     "max_client_events_per_second": int,
+    "max_read_requests_per_second": int,
     "encryption_master_key_base64": str,
 }
 
