@@ -197,7 +197,12 @@ function attachTransportRecorder(client) {
 function attachChannelRecorder(client, channel) {
   if (client.recordedChannels.has(channel)) return;
   client.recordedChannels.add(channel);
-  channel.bind_global((eventName, data) => record(client.cid, 'channel', eventName, channel.name, data));
+  channel.bind_global((eventName, data) => {
+    // Presence success hands over the live Members object; record the same snapshot shape that
+    // subscribe() and members() return instead of its internals.
+    const payload = eventName === 'pusher:subscription_succeeded' && channel.members ? membersSnapshot(channel) : data;
+    record(client.cid, 'channel', eventName, channel.name, payload);
+  });
 }
 
 function membersSnapshot(channel) {
