@@ -1,0 +1,1 @@
+"""The HTTP ingest node: the Pusher HTTP API backends call to publish and to query channels."""

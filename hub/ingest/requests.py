@@ -1,0 +1,54 @@
+"""Turning an HTTP request into a verified (app, body) pair, and errors into Pusher's JSON answers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hub.apps import App, AppRegistry
+from hub.protocol.errors import ApiError
+from hub.protocol.signatures import verify_api_request
+
+# Large enough for a full batch at the largest per-app payload limit; bigger bodies get 413.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedRequest:
+    """A request whose app exists and whose signature checked out."""
+
+    app: App
+    body: bytes
+
+
+def error_response(error: ApiError) -> web.Response:
+    """Pusher's status code with a JSON body that says what is wrong."""
+    return web.json_response(error.body(), status=error.status)
+
+
+async def verify(request: web.Request, apps: AppRegistry) -> VerifiedRequest:
+    """Find the app, read the body within the limit and check the signature; raise ApiError otherwise."""
+    app_id = request.match_info["app_id"]
+    app = apps.by_id(app_id)
+    if app is None:
+        raise ApiError(404, f"The app {app_id} could not be found.")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.") from None
+    verify_api_request(
+        method=request.method,
+        path=request.path,
+        params=list(request.query.items()),
+        body=body,
+        key=app.key,
+        secret=app.secret,
+        now=time.time(),
+    )
+    if not app.enabled:
+        raise ApiError(403, "The app is not enabled.")
+    return VerifiedRequest(app=app, body=body)

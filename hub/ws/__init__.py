@@ -1,0 +1,1 @@
+"""The WebSocket node: connection lifecycle, local channel registry and fan-out."""

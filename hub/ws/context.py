@@ -1,0 +1,73 @@
+"""What the WebSocket node's parts share: the broker, the state, the local registry and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from hub.apps import App
+from hub.broker.base import Broker, BrokerUnavailable
+from hub.broker.envelope import event_envelope
+from hub.config import Settings
+from hub.metrics import Metrics
+from hub.state.base import ClusterState
+from hub.ws.connection import Connection
+from hub.ws.local_channels import LocalChannels
+
+log = structlog.get_logger("hub.ws")
+
+
+@dataclass
+class NodeContext:
+    """Dependencies of the node's message handlers, built once per node."""
+
+    settings: Settings
+    broker: Broker
+    state: ClusterState
+    metrics: Metrics
+    local: LocalChannels = field(default_factory=LocalChannels)
+
+    @property
+    def node_id(self) -> str:
+        """This node's cluster id."""
+        return self.settings.node_id
+
+    async def join_local(self, conn: Connection, channel: str) -> None:
+        """Add the socket to the channel here; the first local socket subscribes the node to the topic."""
+        app_id = conn.app.id
+        if self.local.add(app_id, channel, conn):
+            self.metrics.channels.labels(app_id).inc()
+            await self.broker.subscribe(app_id, channel)
+        self.metrics.subscriptions.labels(app_id).inc()
+
+    def leave_local(self, conn: Connection, channel: str) -> None:
+        """Remove the socket from the channel here; the last one unsubscribes the node."""
+        app_id = conn.app.id
+        if self.local.remove(app_id, channel, conn):
+            self.metrics.channels.labels(app_id).dec()
+            self.broker.unsubscribe(app_id, channel)
+        self.metrics.subscriptions.labels(app_id).dec()
+
+    async def publish(
+        self,
+        app: App,
+        channel: str,
+        event: str,
+        data: Any,
+        *,
+        except_socket: str | None = None,
+        user_id: str | None = None,
+    ) -> bool:
+        """Publish an event from this node; False (logged, counted) when the broker refused it."""
+        envelope = event_envelope(
+            app.id, channel, event, data, origin_node=self.node_id, except_socket=except_socket, user_id=user_id
+        )
+        try:
+            await self.broker.publish(envelope)
+        except BrokerUnavailable as exc:
+            self.metrics.broker_publish_failures.inc()
+            log.warning("publish_failed", app_id=app.id, channel=channel, event=event, error=str(exc))
+            return False
+        return True

@@ -1,0 +1,247 @@
+"""The WebSocket node: accepts ``/app/{key}``, runs each socket's read loop and its cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from hub.apps import App, AppRegistry
+from hub.broker.envelope import Envelope, Kind
+from hub.protocol import messages
+from hub.protocol.channels import server_to_user_channel
+from hub.protocol.errors import CloseCode, PusherError
+from hub.protocol.messages import ClientMessage, InvalidMessage
+from hub.protocol.socket_ids import new_socket_id
+from hub.state.base import NodeSnapshot, StateUnavailable
+from hub.ws import client_events, subscriptions
+from hub.ws.connection import Connection
+from hub.ws.context import NodeContext
+from hub.ws.fanout import Fanout
+from hub.ws.signin import signin, signout
+
+log = structlog.get_logger("hub.ws")
+
+SUPPORTED_PROTOCOLS = range(5, 8)
+Handler = Callable[[Connection, ClientMessage], Awaitable[None]]
+
+
+class WsNode:
+    """Owns this node's sockets; everything shared lives behind the context's broker and state."""
+
+    def __init__(self, ctx: NodeContext, apps: AppRegistry) -> None:
+        self.ctx = ctx
+        self.apps = apps
+        self.connections: dict[str, Connection] = {}
+        self.draining = False
+        self.fanout = Fanout(ctx.local, ctx.metrics)
+        self._handlers: dict[str, Handler] = {
+            "pusher:ping": self._on_ping,
+            "pusher:pong": self._on_pong,
+            "pusher:subscribe": self._on_subscribe,
+            "pusher:unsubscribe": self._on_unsubscribe,
+            "pusher:signin": self._on_signin,
+        }
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._all_closed = asyncio.Event()
+
+    # -- broker side -------------------------------------------------------------------------
+
+    def on_envelope(self, envelope: Envelope) -> None:
+        """Broker handler: deliver events, act on control messages."""
+        if envelope.kind is Kind.EVENT:
+            self.fanout.deliver(envelope)
+        elif envelope.kind is Kind.TERMINATE_USER and envelope.user_id is not None:
+            self._terminate_user(envelope.app_id, envelope.user_id)
+
+    def _terminate_user(self, app_id: str, user_id: str) -> None:
+        sockets = self.ctx.local.subscribers(app_id, server_to_user_channel(user_id))
+        for conn in list((sockets or {}).values()):
+            self.close_soon(conn, CloseCode.UNAUTHORIZED, "You got disconnected by the app.", "terminated")
+
+    # -- connection lifecycle ----------------------------------------------------------------
+
+    def _refusal(self, request: web.Request) -> tuple[App | None, PusherError | None]:
+        """The connection checks in Pusher's order; the first failing one is the answer."""
+        if self.draining:
+            return None, PusherError(CloseCode.RECONNECT, "Server is shutting down; reconnect shortly.", True)
+        key = request.match_info.get("key", "")
+        app = self.apps.by_key(key)
+        if app is None:
+            return None, PusherError(CloseCode.APP_NOT_FOUND, f"App key {key} does not exist.", True)
+        if not app.enabled:
+            return app, PusherError(CloseCode.APP_DISABLED, "The app is not enabled.", True)
+        raw = request.query.get("protocol")
+        # A missing protocol is taken as 7: some hand-written clients omit it (a documented deviation).
+        if raw is not None:
+            try:
+                version = int(raw)
+            except ValueError:
+                version = -1
+            if version not in SUPPORTED_PROTOCOLS:
+                return app, PusherError(CloseCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {raw}.", True)
+        return app, None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The ``/app/{key}`` WebSocket endpoint."""
+        settings = self.ctx.settings
+        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=settings.max_message_kb * 1024)
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return ws
+        app, refusal = self._refusal(request)
+        if refusal is None and app is not None:
+            try:
+                admitted = await self.ctx.state.add_connection(app.id, app.max_connections)
+            except StateUnavailable:
+                admitted = True  # counted by resync once the store is back
+            if not admitted:
+                refusal = PusherError(CloseCode.OVER_CONNECTION_QUOTA, "The app is over its connection quota.", True)
+        if refusal is not None or app is None:
+            assert refusal is not None
+            self.ctx.metrics.connection_errors.labels(str(refusal.code)).inc()
+            await ws.send_str(messages.error_frame(refusal))
+            await ws.close(code=refusal.code, message=refusal.message.encode()[:120])
+            return ws
+        conn = Connection(new_socket_id(), app, ws, transport, settings.max_send_buffer_kb * 1024, self._on_slow)
+        self.connections[conn.socket_id] = conn
+        self._all_closed.clear()
+        metrics = self.ctx.metrics
+        metrics.connections.labels(app.id).inc()
+        metrics.new_connections.labels(app.id).inc()
+        conn.send(messages.connection_established(conn.socket_id, settings.activity_timeout))
+        reason = "client"
+        try:
+            reason = await self._read_loop(conn)
+        finally:
+            await self._cleanup(conn, reason)
+        return ws
+
+    async def _read_loop(self, conn: Connection) -> str:
+        ws = conn.ws
+        received = self.ctx.metrics.ws_messages_received.labels(conn.app.id)
+        received_bytes = self.ctx.metrics.ws_received_bytes.labels(conn.app.id)
+        async for msg in ws:
+            conn.seen()
+            if msg.type is WSMsgType.TEXT:
+                received.inc()
+                received_bytes.inc(len(msg.data))
+                await self._on_text(conn, msg.data)
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                conn.send_error(PusherError(CloseCode.RECONNECT, "Binary frames are not supported."))
+            elif msg.type is WSMsgType.ERROR:
+                log.info("socket_error", error=str(ws.exception()), **conn.describe())
+                return "error"
+        return "client"
+
+    async def _on_text(self, conn: Connection, raw: str) -> None:
+        try:
+            message = messages.parse_client_message(raw)
+            handler = self._handlers.get(message.event)
+            if handler is not None:
+                await handler(conn, message)
+            elif message.event.startswith("pusher:"):
+                log.debug("unknown_pusher_event", event=message.event, **conn.describe())
+            else:
+                await client_events.relay_client_event(self.ctx, conn, message)
+        except InvalidMessage as exc:
+            self.ctx.metrics.client_errors.labels(str(exc.error.code)).inc()
+            conn.send_error(exc.error)
+
+    async def _on_ping(self, conn: Connection, message: ClientMessage) -> None:
+        conn.send(messages.PONG)
+
+    async def _on_pong(self, conn: Connection, message: ClientMessage) -> None:
+        return None
+
+    async def _on_subscribe(self, conn: Connection, message: ClientMessage) -> None:
+        request = messages.parse_subscribe(message.data)
+        await subscriptions.subscribe(self.ctx, conn, request.channel, request.auth, request.channel_data)
+
+    async def _on_unsubscribe(self, conn: Connection, message: ClientMessage) -> None:
+        request = messages.parse_subscribe(message.data)
+        await subscriptions.unsubscribe(self.ctx, conn, request.channel)
+
+    async def _on_signin(self, conn: Connection, message: ClientMessage) -> None:
+        await signin(self.ctx, conn, messages.parse_signin(message.data))
+
+    async def _cleanup(self, conn: Connection, reason: str) -> None:
+        """Undo everything the socket did: channels, presence, sign-in, the connection count."""
+        conn.closing = True
+        self.connections.pop(conn.socket_id, None)
+        if not self.connections:
+            self._all_closed.set()
+        app_id = conn.app.id
+        metrics = self.ctx.metrics
+        metrics.connections.labels(app_id).dec()
+        metrics.disconnections.labels(app_id, reason).inc()
+        for channel, member in list(conn.channels.items()):
+            await subscriptions.leave(self.ctx, conn, channel, member)
+        conn.channels.clear()
+        await signout(self.ctx, conn)
+        try:
+            await self.ctx.state.remove_connection(app_id)
+        except StateUnavailable:
+            log.warning("state_unavailable", op="remove_connection", **conn.describe())
+
+    def _on_slow(self, conn: Connection) -> None:
+        if conn.closing:
+            return
+        self.ctx.metrics.slow_consumer_disconnects.labels(conn.app.id).inc()
+        log.warning("slow_consumer", buffered=conn.transport.get_write_buffer_size(), **conn.describe())
+        # Not announced: a pusher:error would queue behind the backlog the client is not reading.
+        self.close_soon(conn, CloseCode.OVER_CAPACITY, "Slow consumer: too many unsent messages.", "slow_consumer")
+
+    def close_soon(self, conn: Connection, code: int, message: str, reason: str) -> None:
+        """Close a socket from outside its read loop (fan-out, control messages, sweeps, drain)."""
+        announce = reason != "slow_consumer"
+        task = asyncio.get_running_loop().create_task(conn.close(code, message, announce=announce))
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+
+    # -- whole-node operations -----------------------------------------------------------------
+
+    def snapshot(self) -> NodeSnapshot:
+        """This node's share of the cluster state, rebuilt from its live sockets."""
+        snap = NodeSnapshot()
+        for conn in self.connections.values():
+            app_id = conn.app.id
+            snap.connections[app_id] = snap.connections.get(app_id, 0) + 1
+            for channel, member in conn.channels.items():
+                if channel.startswith("#"):
+                    continue
+                key = (app_id, channel)
+                snap.channels[key] = snap.channels.get(key, 0) + 1
+                if member is not None:
+                    users = snap.presence.setdefault(key, {})
+                    count, _ = users.get(member.user_id, (0, None))
+                    users[member.user_id] = (count + 1, member.user_info)
+            if conn.user is not None:
+                ukey = (app_id, conn.user.user_id)
+                snap.users[ukey] = snap.users.get(ukey, 0) + 1
+        return snap
+
+    async def drain(self, seconds: float) -> None:
+        """Stop accepting sockets and close the open ones with 4200, spread evenly over ``seconds``."""
+        self.draining = True
+        conns = list(self.connections.values())
+        if conns:
+            log.info("drain_started", sockets=len(conns), seconds=seconds)
+            step = seconds / len(conns)
+            for conn in conns:
+                self.close_soon(conn, CloseCode.RECONNECT, "Server is shutting down; reconnect shortly.", "drain")
+                if step > 0:
+                    await asyncio.sleep(step)
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), timeout=5.0)
+        if self._closing_tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(set(self._closing_tasks), timeout=2.0)
+        log.info("drain_finished", left=len(self.connections))

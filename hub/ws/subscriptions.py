@@ -1,0 +1,174 @@
+"""Subscribing and unsubscribing sockets: auth checks, presence membership, occupancy, cache channels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from hub.protocol import messages
+from hub.protocol.channels import ChannelKind, channel_name_error, channel_type, user_of_server_channel
+from hub.protocol.errors import SubscriptionError
+from hub.protocol.signatures import channel_auth_message, verify_token
+from hub.protocol.users import InvalidUserData, PresenceMember, parse_channel_data
+from hub.state.base import StateUnavailable
+from hub.ws.connection import Connection
+from hub.ws.context import NodeContext
+
+log = structlog.get_logger("hub.ws")
+
+
+def _refuse(conn: Connection, channel: str, error: SubscriptionError) -> None:
+    conn.send(messages.subscription_error(channel, error))
+    log.info("subscription_refused", channel=channel, reason=error.error, **conn.describe())
+
+
+def _auth_error(channel: str) -> SubscriptionError:
+    return SubscriptionError("AuthError", f"Invalid signature: the auth for {channel} does not match.", 401)
+
+
+def _check_name(conn: Connection, channel: str) -> SubscriptionError | None:
+    if channel.startswith("#"):
+        own = conn.user is not None and user_of_server_channel(channel) == conn.user.user_id
+        if own:
+            return None
+        return SubscriptionError("AuthError", "Channels starting with # are reserved for the server.", 4009)
+    problem = channel_name_error(channel, conn.app.limits.max_channel_name_length, allow_server_channels=False)
+    if problem:
+        return SubscriptionError("InvalidChannel", problem, 4009)
+    return None
+
+
+def _presence_member(conn: Connection, channel: str, auth: str | None, channel_data: str | None) -> PresenceMember:
+    """The member a presence subscription joins as, after checking its signature."""
+    app = conn.app
+    if channel_data is None:
+        # A signed-in user may join without channel_data: pusher-js then uses the sign-in identity.
+        if conn.user is None:
+            raise InvalidUserData("channel_data is required for presence channels.")
+        if not verify_token(app.key, app.secret, channel_auth_message(conn.socket_id, channel), auth):
+            raise PermissionError
+        return PresenceMember(conn.user.user_id, conn.user.user_info)
+    if not verify_token(app.key, app.secret, channel_auth_message(conn.socket_id, channel, channel_data), auth):
+        raise PermissionError
+    return parse_channel_data(channel_data, app.limits.max_member_info_bytes)
+
+
+async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str | None, data: str | None) -> None:
+    """Handle ``pusher:subscribe``: answer ``subscription_succeeded`` or ``subscription_error``."""
+    problem = _check_name(conn, channel)
+    if problem:
+        _refuse(conn, channel, problem)
+        return
+    kind = channel_type(channel)
+    if channel in conn.channels:
+        # Re-subscribing is idempotent: confirm again with the current state.
+        await _confirm(ctx, conn, channel, conn.channels[channel])
+        return
+    if kind.kind is ChannelKind.SERVER_TO_USER:
+        conn.channels[channel] = None
+        conn.send(messages.subscription_succeeded(channel))
+        return
+    member: PresenceMember | None = None
+    try:
+        if kind.kind is ChannelKind.PRESENCE:
+            member = _presence_member(conn, channel, auth, data)
+        elif kind.needs_auth and not verify_token(
+            conn.app.key, conn.app.secret, channel_auth_message(conn.socket_id, channel), auth
+        ):
+            raise PermissionError
+    except PermissionError:
+        _refuse(conn, channel, _auth_error(channel))
+        return
+    except InvalidUserData as exc:
+        _refuse(conn, channel, SubscriptionError("AuthError", str(exc), 400))
+        return
+    if member is not None:
+        await _join_presence(ctx, conn, channel, member)
+    else:
+        conn.channels[channel] = None
+        await ctx.join_local(conn, channel)
+        conn.send(messages.subscription_succeeded(channel))
+    await _count_join(ctx, conn, channel)
+    if kind.cache:
+        await _send_cached(ctx, conn, channel)
+
+
+async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, member: PresenceMember) -> None:
+    app = conn.app
+    try:
+        joined = await ctx.state.join_presence(
+            app.id, channel, member.user_id, member.user_info, app.limits.max_presence_members_per_channel
+        )
+    except StateUnavailable:
+        _refuse(conn, channel, SubscriptionError("ServerError", "Presence is unavailable; try again shortly.", 503))
+        return
+    if not joined.accepted:
+        limit = app.limits.max_presence_members_per_channel
+        _refuse(conn, channel, SubscriptionError("LimitReached", f"Presence channel is full ({limit} members).", 4100))
+        return
+    conn.channels[channel] = member
+    await ctx.join_local(conn, channel)
+    conn.send(messages.subscription_succeeded(channel, messages.presence_payload(joined.members)))
+    if joined.first:
+        await ctx.publish(
+            app,
+            channel,
+            "pusher_internal:member_added",
+            messages.member_added_data(member.user_id, member.user_info),
+            except_socket=conn.socket_id,
+        )
+
+
+async def _confirm(ctx: NodeContext, conn: Connection, channel: str, member: PresenceMember | None) -> None:
+    presence: dict[str, Any] | None = None
+    if member is not None:
+        try:
+            members = await ctx.state.presence_members(conn.app.id, channel)
+        except StateUnavailable:
+            members = {member.user_id: member.user_info}
+        presence = messages.presence_payload(members)
+    conn.send(messages.subscription_succeeded(channel, presence))
+
+
+async def _count_join(ctx: NodeContext, conn: Connection, channel: str) -> None:
+    try:
+        await ctx.state.join_channel(conn.app.id, channel)
+    except StateUnavailable:
+        # The node's own record is authoritative; it is written back by resync when the store returns.
+        log.warning("state_unavailable", op="join_channel", channel=channel, **conn.describe())
+
+
+async def _send_cached(ctx: NodeContext, conn: Connection, channel: str) -> None:
+    try:
+        cached = await ctx.state.cache_get(conn.app.id, channel)
+    except StateUnavailable:
+        cached = None
+    if cached is None:
+        conn.send(messages.cache_miss(channel))
+    else:
+        conn.send(messages.event_frame(cached.event, channel, cached.data))
+
+
+async def unsubscribe(ctx: NodeContext, conn: Connection, channel: str) -> None:
+    """Handle ``pusher:unsubscribe`` (no reply, as Pusher does)."""
+    if channel not in conn.channels:
+        return
+    member = conn.channels.pop(channel)
+    await leave(ctx, conn, channel, member)
+
+
+async def leave(ctx: NodeContext, conn: Connection, channel: str, member: PresenceMember | None) -> None:
+    """Take the socket out of a channel: locally, from occupancy and, for presence, from the members."""
+    if channel_type(channel).kind is ChannelKind.SERVER_TO_USER:
+        return
+    ctx.leave_local(conn, channel)
+    app = conn.app
+    try:
+        await ctx.state.leave_channel(app.id, channel)
+        if member is not None and await ctx.state.leave_presence(app.id, channel, member.user_id):
+            await ctx.publish(
+                app, channel, "pusher_internal:member_removed", messages.member_removed_data(member.user_id)
+            )
+    except StateUnavailable:
+        log.warning("state_unavailable", op="leave_channel", channel=channel, **conn.describe())
