@@ -29,6 +29,7 @@ class Connection:
         "app",
         "channels",
         "closing",
+        "connected_at",
         "event_count",
         "event_window",
         "last_seen",
@@ -59,6 +60,7 @@ class Connection:
         self.user: SignedInUser | None = None
         self.closing = False
         self.last_seen = time.monotonic()
+        self.connected_at = self.last_seen
         self.ping_sent: float | None = None
         self.event_window = 0.0
         self.event_count = 0
@@ -85,6 +87,7 @@ class Connection:
     def seen(self) -> None:
         """Any frame from the client proves it alive."""
         self.last_seen = time.monotonic()
+        self.connected_at = self.last_seen
         self.ping_sent = None
 
     def take_client_event(self, limit: int) -> bool:

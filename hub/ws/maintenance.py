@@ -1,0 +1,67 @@
+"""Keeping this node's share of the cluster state true: heartbeats, resync after outages, reaping.
+
+After a store outage (or after being reaped while paused) the node rewrites its whole share from
+its live sockets. Any node may reap a dead one; the store lets only one do it at a time, and the
+reaper announces the member_removed events the dead node can no longer send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from hub.broker.base import BrokerUnavailable
+from hub.broker.envelope import event_envelope
+from hub.protocol.messages import member_removed_data
+from hub.state.base import Departures, StateUnavailable
+from hub.ws.node import WsNode
+
+log = structlog.get_logger("hub.cluster")
+
+
+async def announce(node: WsNode, departures: Departures) -> None:
+    """Publish ``member_removed`` for members that left with a node."""
+    for app_id, channel, user_id in departures.members_removed:
+        envelope = event_envelope(
+            app_id,
+            channel,
+            "pusher_internal:member_removed",
+            member_removed_data(user_id),
+            origin_node=node.ctx.node_id,
+        )
+        try:
+            await node.ctx.broker.publish(envelope)
+        except BrokerUnavailable:
+            node.ctx.metrics.broker_publish_failures.inc()
+            log.warning("announce_failed", app_id=app_id, channel=channel, user_id=user_id)
+
+
+async def run_maintenance(node: WsNode) -> None:
+    """Heartbeat, resync and reap forever, every third of the node timeout (cancelled at shutdown)."""
+    ctx = node.ctx
+    interval = max(0.2, ctx.settings.node_timeout / 3)
+    in_sync = True
+    while True:
+        try:
+            known = await ctx.state.heartbeat()
+            if not known or not in_sync:
+                started = time.perf_counter()
+                await ctx.state.resync(node.snapshot())
+                log.info("state_resynced", reaped=not known, seconds=round(time.perf_counter() - started, 4))
+            in_sync = True
+            departures = await ctx.state.reap_dead_nodes(ctx.settings.node_timeout)
+            if departures.vacated or departures.members_removed or departures.users_offline:
+                ctx.metrics.reaped_nodes.inc()
+                log.info(
+                    "dead_node_reaped",
+                    vacated=len(departures.vacated),
+                    members_removed=len(departures.members_removed),
+                )
+                await announce(node, departures)
+        except StateUnavailable:
+            if in_sync:
+                log.warning("state_unavailable", op="heartbeat")
+            in_sync = False
+        await asyncio.sleep(interval)
