@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import secrets
 
-SOCKET_ID_RE = re.compile(r"\d+\.\d+")
+# ASCII digits only: in a Python str pattern ``\d`` also matches other scripts' digits such as "\u0661".
+SOCKET_ID_RE = re.compile(r"[0-9]+\.[0-9]+")
 
 
 def new_socket_id() -> str:
