@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 JS     := tests/js
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run venv lint test test-unit test-integration system-deps node-deps bench bench-full cluster clean
+.PHONY: run venv lint test test-unit system-deps node-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,6 @@ test-unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules .mypy_cache .ruff_cache .pytest_cache
+
+-include deploy/deploy.mk
+-include benchmarks/bench.mk
