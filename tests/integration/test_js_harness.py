@@ -2,18 +2,20 @@
 
 These tests check the plumbing the other integration tests rely on (driver process, auth endpoint,
 record stream), using the simplest server behaviours: connect, subscribe, receive a triggered event.
+They start their own `hub serve` configured only through PUSHER_APP_* variables (no apps file), and use
+the suite's `js` and `auth` fixtures from conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pusher
 import pytest
 
 from tests.support.auth_server import AuthServer
-from tests.support.js_clients import JsClients, require_js_harness
+from tests.support.js_clients import JsClients
 from tests.support.ports import free_port
 from tests.support.processes import ManagedProcess, start_hub_serve
 
@@ -39,21 +41,6 @@ def hub_port() -> Iterator[int]:
 def sdk(hub_port: int) -> pusher.Pusher:
     """The official Python server SDK pointed at the hub's HTTP API."""
     return pusher.Pusher(app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, host="127.0.0.1", port=hub_port, ssl=False)
-
-
-@pytest.fixture
-async def auth() -> AsyncIterator[AuthServer]:
-    """Channel/user auth endpoint signing with the same app credentials as the hub."""
-    async with AuthServer(app_id=APP_ID, key=APP_KEY, secret=APP_SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-async def js() -> AsyncIterator[JsClients]:
-    """The node driver; skipped locally without node/node_modules, a failure in CI."""
-    require_js_harness()
-    async with JsClients() as clients:
-        yield clients
 
 
 async def test_pusher_js_connects_and_reports_a_socket_id(js: JsClients, hub_port: int) -> None:
