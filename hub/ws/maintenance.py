@@ -36,6 +36,10 @@ async def announce(node: WsNode, departures: Departures) -> None:
         except BrokerUnavailable:
             node.ctx.metrics.broker_publish_failures.inc()
             log.warning("announce_failed", app_id=app_id, channel=channel, user_id=user_id)
+    for app_id, user_id in departures.users_offline:
+        app = node.apps.by_id(app_id)
+        if app is not None:
+            await node.watchlists.announce(app, user_id, online=False)
 
 
 async def run_maintenance(node: WsNode) -> None:

@@ -22,6 +22,7 @@ from hub.ws.connection import Connection
 from hub.ws.context import NodeContext
 from hub.ws.fanout import Fanout
 from hub.ws.signin import signin, signout
+from hub.ws.watchlist import Watchlists
 
 log = structlog.get_logger("hub.ws")
 
@@ -38,6 +39,7 @@ class WsNode:
         self.connections: dict[str, Connection] = {}
         self.draining = False
         self.fanout = Fanout(ctx.local, ctx.metrics)
+        self.watchlists = Watchlists(ctx)
         self._handlers: dict[str, Handler] = {
             "pusher:ping": self._on_ping,
             "pusher:pong": self._on_pong,
@@ -56,6 +58,8 @@ class WsNode:
             self.fanout.deliver(envelope)
         elif envelope.kind is Kind.TERMINATE_USER and envelope.user_id is not None:
             self._terminate_user(envelope.app_id, envelope.user_id)
+        elif envelope.kind is Kind.USER_PRESENCE:
+            self.watchlists.deliver(envelope)
 
     def _terminate_user(self, app_id: str, user_id: str) -> None:
         sockets = self.ctx.local.subscribers(app_id, server_to_user_channel(user_id))
@@ -169,7 +173,7 @@ class WsNode:
         await subscriptions.unsubscribe(self.ctx, conn, request.channel)
 
     async def _on_signin(self, conn: Connection, message: ClientMessage) -> None:
-        await signin(self.ctx, conn, messages.parse_signin(message.data))
+        await signin(self.ctx, self.watchlists, conn, messages.parse_signin(message.data))
 
     async def _cleanup(self, conn: Connection, reason: str) -> None:
         """Undo everything the socket did: channels, presence, sign-in, the connection count."""
@@ -184,7 +188,7 @@ class WsNode:
         for channel, member in list(conn.channels.items()):
             await subscriptions.leave(self.ctx, conn, channel, member)
         conn.channels.clear()
-        await signout(self.ctx, conn)
+        await signout(self.ctx, self.watchlists, conn)
         try:
             await self.ctx.state.remove_connection(app_id)
         except StateUnavailable:

@@ -13,11 +13,12 @@ from hub.protocol.users import InvalidUserData, parse_user_data
 from hub.state.base import StateUnavailable
 from hub.ws.connection import Connection
 from hub.ws.context import NodeContext
+from hub.ws.watchlist import Watchlists
 
 log = structlog.get_logger("hub.ws")
 
 
-async def signin(ctx: NodeContext, conn: Connection, request: SigninRequest) -> None:
+async def signin(ctx: NodeContext, watchlists: Watchlists, conn: Connection, request: SigninRequest) -> None:
     """Verify the signed ``user_data`` and bind the socket to its user; close 4009 when it is not valid."""
     app = conn.app
     if not verify_token(app.key, app.secret, signin_message(conn.socket_id, request.user_data), request.auth):
@@ -45,18 +46,22 @@ async def signin(ctx: NodeContext, conn: Connection, request: SigninRequest) -> 
             )
         )
     try:
-        await ctx.state.user_signed_in(app.id, user.user_id)
+        if await ctx.state.user_signed_in(app.id, user.user_id):
+            await watchlists.announce(app, user.user_id, online=True)
     except StateUnavailable:
         log.warning("state_unavailable", op="user_signed_in", **conn.describe())
+    await watchlists.watch(conn)
 
 
-async def signout(ctx: NodeContext, conn: Connection) -> None:
+async def signout(ctx: NodeContext, watchlists: Watchlists, conn: Connection) -> None:
     """Forget the socket's user as it closes."""
     user = conn.user
     if user is None:
         return
+    watchlists.unwatch(conn)
     ctx.leave_local(conn, server_to_user_channel(user.user_id))
     try:
-        await ctx.state.user_signed_out(conn.app.id, user.user_id)
+        if await ctx.state.user_signed_out(conn.app.id, user.user_id):
+            await watchlists.announce(conn.app, user.user_id, online=False)
     except StateUnavailable:
         log.warning("state_unavailable", op="user_signed_out", **conn.describe())
