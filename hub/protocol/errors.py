@@ -49,7 +49,9 @@ class SubscriptionError:
     status: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: Python sets ``__traceback__``/``__notes__`` on exceptions it passes through context managers,
+# which a frozen (or slotted frozen) dataclass refuses with a TypeError that replaces the ApiError.
+@dataclass(eq=False)
 class ApiError(Exception):
     """An HTTP API failure: Pusher's status code and a message that says what is wrong."""
 
