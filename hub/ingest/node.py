@@ -16,8 +16,14 @@ from hub.broker.envelope import Envelope, Kind, event_envelope
 from hub.config import Settings
 from hub.ingest.requests import MAX_BODY_BYTES, VerifiedRequest, error_response, verify
 from hub.metrics import Metrics
-from hub.protocol.api import TriggerEvent, parse_batch, parse_info, parse_trigger
-from hub.protocol.channels import ChannelKind, channel_name_error, channel_type, user_id_error
+from hub.protocol.api import TriggerEvent, load_json_object, parse_batch, parse_event, parse_info, parse_trigger
+from hub.protocol.channels import (
+    ChannelKind,
+    channel_name_error,
+    channel_type,
+    server_to_user_channel,
+    user_id_error,
+)
 from hub.protocol.errors import ApiError
 from hub.state.base import ClusterState, StateUnavailable
 
@@ -46,6 +52,7 @@ class IngestNode:
             web.get("/apps/{app_id}/channels", self._wrap("channels", self._channels)),
             web.get("/apps/{app_id}/channels/{channel}", self._wrap("channel", self._channel)),
             web.get("/apps/{app_id}/channels/{channel}/users", self._wrap("users", self._users)),
+            web.post("/apps/{app_id}/users/{user_id}/events", self._wrap("user_events", self._user_event)),
             web.post(
                 "/apps/{app_id}/users/{user_id}/terminate_connections",
                 self._wrap("terminate_connections", self._terminate),
@@ -187,6 +194,18 @@ class IngestNode:
             raise ApiError(400, "Users can only be listed for presence channels.")
         members = await self._state_read(self.state.presence_members(verified.app.id, channel))
         return {"users": [{"id": user_id} for user_id in members]}
+
+    async def _user_event(self, request: web.Request, verified: VerifiedRequest) -> dict[str, Any]:
+        """An event to every socket signed in as the user, as ``sendToUser`` does through its channel."""
+        user_id = request.match_info["user_id"]
+        problem = user_id_error(user_id)
+        if problem:
+            raise ApiError(400, problem)
+        body = load_json_object(verified.body)
+        body["channel"] = server_to_user_channel(user_id)
+        body.pop("channels", None)
+        await self._publish(verified.app, parse_event(body, verified.app.limits, batch=False))
+        return {}
 
     async def _terminate(self, request: web.Request, verified: VerifiedRequest) -> dict[str, Any]:
         user_id = request.match_info["user_id"]
