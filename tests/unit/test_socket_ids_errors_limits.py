@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 from hub.protocol.errors import ApiError, CloseCode, PusherError, SubscriptionError
@@ -71,6 +74,22 @@ def test_api_error_is_an_exception_with_status_and_message() -> None:
     with pytest.raises(ApiError) as caught:
         raise ApiError(413, "too big")
     assert (caught.value.status, caught.value.message) == (413, "too big")
+
+
+def test_api_error_passes_through_a_context_manager_unchanged() -> None:
+    @contextlib.contextmanager
+    def guarded() -> Iterator[None]:
+        yield
+
+    with pytest.raises(ApiError) as caught, guarded():
+        raise ApiError(400, "bad")
+    assert caught.value.body() == {"error": "bad", "code": 400}
+
+
+def test_api_error_accepts_notes() -> None:
+    error = ApiError(401, "nope")
+    error.add_note("while verifying")
+    assert error.__notes__ == ["while verifying"]
 
 
 # --- limits ---------------------------------------------------------------------------------------------------------
