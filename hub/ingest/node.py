@@ -57,6 +57,8 @@ class IngestNode:
                 "/apps/{app_id}/users/{user_id}/terminate_connections",
                 self._wrap("terminate_connections", self._terminate),
             ),
+            # The path pusher-http-python (3.3) signs and posts to: no /apps/{app_id} prefix.
+            web.post("/users/{user_id}/terminate_connections", self._wrap("terminate_connections", self._terminate)),
         ]
 
     def _wrap(self, name: str, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -30,10 +30,16 @@ def error_response(error: ApiError) -> web.Response:
 
 async def verify(request: web.Request, apps: AppRegistry) -> VerifiedRequest:
     """Find the app, read the body within the limit and check the signature; raise ApiError otherwise."""
-    app_id = request.match_info["app_id"]
-    app = apps.by_id(app_id)
-    if app is None:
-        raise ApiError(404, f"The app {app_id} could not be found.")
+    app_id = request.match_info.get("app_id")
+    if app_id is None:
+        # pusher-http-python posts terminate_connections to /users/{id}/... with no app id in the path.
+        app = apps.by_key(request.query.get("auth_key", ""))
+        if app is None:
+            raise ApiError(401, "auth_key does not match any app.")
+    else:
+        app = apps.by_id(app_id)
+        if app is None:
+            raise ApiError(404, f"The app {app_id} could not be found.")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.")
     try:
