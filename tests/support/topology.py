@@ -40,6 +40,9 @@ APPS: list[dict[str, Any]] = [
     },
     {"id": "3", "key": "disabled-key", "secret": "disabled-secret", "enabled": False},
     {"id": "4", "key": "quiet-key", "secret": "quiet-secret", "enable_client_messages": False},
+    # A member limit without a connection limit: a third presence member needs a third socket, which
+    # app 2's `max_connections: 2` would refuse before the member limit is ever reached.
+    {"id": "5", "key": "crowded-key", "secret": "crowded-secret", "max_presence_members_per_channel": 2},
 ]
 
 # Short liveness settings so reaping is observable within a test's time budget.
