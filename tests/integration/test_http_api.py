@@ -210,7 +210,7 @@ async def test_trigger_with_info_answers_user_and_subscription_counts_per_channe
     async def counts() -> tuple[int, Any]:
         return await signed_post(topology, path, body)
 
-    status, answer = await eventually(
+    await eventually(
         counts,
         (
             200,
@@ -222,7 +222,6 @@ async def test_trigger_with_info_answers_user_and_subscription_counts_per_channe
             },
         ),
     )
-    assert status == 200
     await js.wait_for("alice", source="channel", channel=public, event="hi")
 
 
@@ -322,9 +321,7 @@ async def test_channel_info_of_unoccupied_channel_says_not_occupied(topology: To
     }
 
 
-async def test_channel_info_user_count_of_non_presence_channel_is_400(
-    topology: Topology, sdk: pusher.Pusher
-) -> None:
+async def test_channel_info_user_count_of_non_presence_channel_is_400(topology: Topology, sdk: pusher.Pusher) -> None:
     with pytest.raises(pusher.errors.PusherBadRequest) as refused:
         await call(sdk.channel_info, unique("public"), ["user_count"])
 
@@ -365,7 +362,11 @@ async def test_terminate_user_connections_closes_every_socket_of_that_user_only(
     user, other = unique("user"), unique("user")
     for cid, node, user_id in (("u-0", 0, user), ("u-1", 1, user), ("other", 1, other)):
         await js.connect(
-            cid, port=topology.ws_port(node), key=APP_KEY, user_auth_url=auth.user_auth_url, auth_params={"user_id": user_id}
+            cid,
+            port=topology.ws_port(node),
+            key=APP_KEY,
+            user_auth_url=auth.user_auth_url,
+            auth_params={"user_id": user_id},
         )
         await js.signin(cid)
     channel = unique("after")
