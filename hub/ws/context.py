@@ -68,6 +68,6 @@ class NodeContext:
             await self.broker.publish(envelope)
         except BrokerUnavailable as exc:
             self.metrics.broker_publish_failures.inc()
-            log.warning("publish_failed", app_id=app.id, channel=channel, event=event, error=str(exc))
+            log.warning("publish_failed", app_id=app.id, channel=channel, pusher_event=event, error=str(exc))
             return False
         return True

@@ -151,7 +151,7 @@ class WsNode:
             if handler is not None:
                 await handler(conn, message)
             elif message.event.startswith("pusher:"):
-                log.debug("unknown_pusher_event", event=message.event, **conn.describe())
+                log.debug("unknown_pusher_event", pusher_event=message.event, **conn.describe())
             else:
                 await client_events.relay_client_event(self.ctx, conn, message)
         except InvalidMessage as exc:
