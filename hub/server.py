@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -16,25 +17,57 @@ from hub.config import Settings
 from hub.ingest.node import IngestNode
 from hub.metrics import Metrics
 from hub.state.base import ClusterState
+from hub.state.coordination import Coordination, MemoryCoordination
 from hub.state.memory import MemoryClusterState
+from hub.webhooks.emitter import Webhooks
+from hub.webhooks.queue import MemoryWebhookQueue, WebhookQueue
+from hub.webhooks.sender import WebhookSender
 from hub.ws.context import NodeContext
 from hub.ws.liveness import run_liveness
 from hub.ws.maintenance import run_maintenance
 from hub.ws.node import WsNode
+from hub.ws.subscription_count import SubscriptionCounts
 
 log = structlog.get_logger("hub.server")
 
 
-def make_backends(settings: Settings, metrics: Metrics) -> tuple[Broker, ClusterState]:
-    """Memory broker and state for a lone ``hub serve``; Redis ones when a Redis URL is given."""
-    if not settings.redis_url:
-        return MemoryBroker(), MemoryClusterState(settings.node_id)
-    from hub.broker.redis import RedisBroker
-    from hub.state.redis import RedisClusterState
+@dataclass
+class Backends:
+    """Where a node's shared data lives: all in memory, or all in Redis."""
 
-    return (
+    broker: Broker
+    state: ClusterState
+    coordination: Coordination
+    webhook_queue: WebhookQueue
+    redis: Any = None
+
+    async def close(self) -> None:
+        """Disconnect everything."""
+        await self.broker.close()
+        await self.state.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def make_backends(settings: Settings, metrics: Metrics) -> Backends:
+    """Memory backends for a lone ``hub serve``; Redis ones when a Redis URL is given."""
+    if not settings.redis_url:
+        return Backends(
+            MemoryBroker(), MemoryClusterState(settings.node_id), MemoryCoordination(), MemoryWebhookQueue()
+        )
+    from hub.broker.redis import RedisBroker
+    from hub.redis_connection import create_client, parse_redis_url
+    from hub.state.redis import RedisClusterState
+    from hub.state.redis_coordination import RedisCoordination
+    from hub.webhooks.redis_queue import RedisWebhookQueue
+
+    client = create_client(parse_redis_url(settings.redis_url), timeout=2.0, name=f"hub-{settings.node_id}")
+    return Backends(
         RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id, metrics),
         RedisClusterState(settings.redis_url, settings.redis_prefix, settings.node_id),
+        RedisCoordination(client, settings.redis_prefix),
+        RedisWebhookQueue(client, settings.redis_prefix),
+        client,
     )
 
 
@@ -45,15 +78,23 @@ class Node:
         self.settings = settings
         self.apps = apps
         self.metrics = Metrics()
-        self.broker, self.state = make_backends(settings, self.metrics)
+        self.backends = make_backends(settings, self.metrics)
+        self.broker, self.state = self.backends.broker, self.backends.state
+        self.webhooks = Webhooks(self.backends.webhook_queue, self.backends.coordination, self.state, self.metrics)
         self.ws: WsNode | None = None
         self.draining = False
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         if settings.role.websocket:
-            self.ws = WsNode(NodeContext(settings, self.broker, self.state, self.metrics), apps)
+            ctx = NodeContext(
+                settings, self.broker, self.state, self.metrics, self.backends.coordination, self.webhooks
+            )
+            ctx.counts = SubscriptionCounts(ctx, self.backends.coordination, self.webhooks)
+            self.ws = WsNode(ctx, apps)
         self.ingest = (
-            IngestNode(settings, apps, self.broker, self.state, self.metrics) if settings.role.http_api else None
+            IngestNode(settings, apps, self.broker, self.state, self.metrics, self.backends.coordination)
+            if settings.role.http_api
+            else None
         )
         self.metrics.info.labels(settings.node_id, settings.role.value).set(1)
 
@@ -99,8 +140,10 @@ class Node:
             metrics_app = web.Application()
             metrics_app.router.add_get("/metrics", self._metrics)
             await self._listen(metrics_app, s.host, s.metrics_port)
+        loop = asyncio.get_running_loop()
+        sender = WebhookSender(self.backends.webhook_queue, self.apps, self.metrics)
+        self._tasks.append(loop.create_task(sender.run()))
         if self.ws is not None:
-            loop = asyncio.get_running_loop()
             self._tasks.append(loop.create_task(run_liveness(self.ws)))
             self._tasks.append(loop.create_task(run_maintenance(self.ws)))
         self.metrics.ready.set(1 if self.ready else 0)
@@ -123,6 +166,9 @@ class Node:
 
     async def stop(self) -> None:
         """Stop listening (in-flight HTTP requests finish), withdraw from the cluster, disconnect."""
+        if self.ws is not None and self.ws.ctx.counts is not None:
+            await self.ws.ctx.counts.close()
+        await self.webhooks.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -134,8 +180,7 @@ class Node:
         if self.ws is not None:
             with contextlib.suppress(Exception):
                 await self.state.withdraw()
-        await self.broker.close()
-        await self.state.close()
+        await self.backends.close()
         log.info("node_stopped", node_id=self.settings.node_id)
 
 

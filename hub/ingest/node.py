@@ -26,6 +26,7 @@ from hub.protocol.channels import (
 )
 from hub.protocol.errors import ApiError
 from hub.state.base import ClusterState, StateUnavailable
+from hub.state.coordination import Coordination
 
 log = structlog.get_logger("hub.ingest")
 
@@ -36,8 +37,15 @@ class IngestNode:
     """Answers the Pusher HTTP API from the shared state and publishes through the broker."""
 
     def __init__(
-        self, settings: Settings, apps: AppRegistry, broker: Broker, state: ClusterState, metrics: Metrics
+        self,
+        settings: Settings,
+        apps: AppRegistry,
+        broker: Broker,
+        state: ClusterState,
+        metrics: Metrics,
+        coordination: Coordination,
     ) -> None:
+        self.coordination = coordination
         self.settings = settings
         self.apps = apps
         self.broker = broker
@@ -103,6 +111,17 @@ class IngestNode:
             raise ApiError(503, f"The event could not be published: {exc or 'broker unavailable'}.") from None
         self.metrics.published_events.labels(app.id, "http").inc(len(envelopes))
 
+    async def _check_rate(self, app: App, events: list[TriggerEvent]) -> None:
+        """Count the publishes (one per channel, as Soketi does) against the app's per-second limit."""
+        limit = app.max_backend_events_per_second
+        if limit < 0:
+            return
+        wanted = sum(len(e.channels) for e in events)
+        used = await self._state_read(self.coordination.count(f"backend:{app.id}", wanted, 1.0))
+        if used > limit:
+            self.metrics.rate_limited.labels(app.id, "backend_events").inc()
+            raise ApiError(429, f"Too many events: the app may publish {limit} per second.")
+
     async def _channel_info(self, app: App, channel: str, info: frozenset[str]) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
         if "subscription_count" in info:
@@ -113,6 +132,7 @@ class IngestNode:
 
     async def _trigger(self, request: web.Request, verified: VerifiedRequest) -> dict[str, Any]:
         event = parse_trigger(verified.body, verified.app.limits)
+        await self._check_rate(verified.app, [event])
         await self._publish(verified.app, event)
         if not event.info:
             return {}
@@ -124,6 +144,7 @@ class IngestNode:
 
     async def _batch(self, request: web.Request, verified: VerifiedRequest) -> dict[str, Any]:
         events = parse_batch(verified.body, verified.app.limits)
+        await self._check_rate(verified.app, events)
         for event in events:
             await self._publish(verified.app, event)
         if not any(e.info for e in events):
@@ -206,7 +227,9 @@ class IngestNode:
         body = load_json_object(verified.body)
         body["channel"] = server_to_user_channel(user_id)
         body.pop("channels", None)
-        await self._publish(verified.app, parse_event(body, verified.app.limits, batch=False))
+        event = parse_event(body, verified.app.limits, batch=False)
+        await self._check_rate(verified.app, [event])
+        await self._publish(verified.app, event)
         return {}
 
     async def _terminate(self, request: web.Request, verified: VerifiedRequest) -> dict[str, Any]:

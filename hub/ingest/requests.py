@@ -24,8 +24,9 @@ class VerifiedRequest:
 
 
 def error_response(error: ApiError) -> web.Response:
-    """Pusher's status code with a JSON body that says what is wrong."""
-    return web.json_response(error.body(), status=error.status)
+    """Pusher's status code with a JSON body that says what is wrong (429 also says when to retry)."""
+    headers = {"Retry-After": "1"} if error.status == 429 else None
+    return web.json_response(error.body(), status=error.status, headers=headers)
 
 
 async def verify(request: web.Request, apps: AppRegistry) -> VerifiedRequest:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -13,8 +13,13 @@ from hub.broker.envelope import event_envelope
 from hub.config import Settings
 from hub.metrics import Metrics
 from hub.state.base import ClusterState
+from hub.state.coordination import Coordination
+from hub.webhooks.emitter import Webhooks
 from hub.ws.connection import Connection
 from hub.ws.local_channels import LocalChannels
+
+if TYPE_CHECKING:
+    from hub.ws.subscription_count import SubscriptionCounts
 
 log = structlog.get_logger("hub.ws")
 
@@ -27,7 +32,15 @@ class NodeContext:
     broker: Broker
     state: ClusterState
     metrics: Metrics
+    coordination: Coordination
+    webhooks: Webhooks
     local: LocalChannels = field(default_factory=LocalChannels)
+    counts: SubscriptionCounts | None = None
+
+    def count_changed(self, app: App, channel: str) -> None:
+        """A socket joined or left ``channel`` here: schedule a subscription count report."""
+        if self.counts is not None:
+            self.counts.changed(app, channel)
 
     @property
     def node_id(self) -> str:

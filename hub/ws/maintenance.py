@@ -36,6 +36,18 @@ async def announce(node: WsNode, departures: Departures) -> None:
         except BrokerUnavailable:
             node.ctx.metrics.broker_publish_failures.inc()
             log.warning("announce_failed", app_id=app_id, channel=channel, user_id=user_id)
+    for app_id, channel in departures.vacated:
+        app = node.apps.by_id(app_id)
+        if app is not None:
+            node.ctx.webhooks.channel_vacated(app, channel)
+    for app_id, channel, user_id in departures.members_removed:
+        app = node.apps.by_id(app_id)
+        if app is not None:
+            node.ctx.webhooks.member_removed(app, channel, user_id)
+    for app_id, channel in departures.counts:
+        app = node.apps.by_id(app_id)
+        if app is not None:
+            node.ctx.count_changed(app, channel)
     for app_id, user_id in departures.users_offline:
         app = node.apps.by_id(app_id)
         if app is not None:

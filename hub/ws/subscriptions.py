@@ -111,6 +111,7 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
     await ctx.join_local(conn, channel)
     conn.send(messages.subscription_succeeded(channel, messages.presence_payload(joined.members)))
     if joined.first:
+        ctx.webhooks.member_added(app, channel, member.user_id)
         await ctx.publish(
             app,
             channel,
@@ -133,7 +134,9 @@ async def _confirm(ctx: NodeContext, conn: Connection, channel: str, member: Pre
 
 async def _count_join(ctx: NodeContext, conn: Connection, channel: str) -> None:
     try:
-        await ctx.state.join_channel(conn.app.id, channel)
+        if await ctx.state.join_channel(conn.app.id, channel) == 1:
+            ctx.webhooks.channel_occupied(conn.app, channel)
+        ctx.count_changed(conn.app, channel)
     except StateUnavailable:
         # The node's own record is authoritative; it is written back by resync when the store returns.
         log.warning("state_unavailable", op="join_channel", channel=channel, **conn.describe())
@@ -146,6 +149,7 @@ async def _send_cached(ctx: NodeContext, conn: Connection, channel: str) -> None
         cached = None
     if cached is None:
         conn.send(messages.cache_miss(channel))
+        ctx.webhooks.cache_miss(conn.app, channel)
     else:
         conn.send(messages.event_frame(cached.event, channel, cached.data))
 

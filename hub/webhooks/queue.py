@@ -1,0 +1,110 @@
+"""The webhook queue contract and its in-process implementation.
+
+Delivery is at least once: ``lease`` hands a due job to one worker for a while; a job neither acked
+nor retried in that time (its worker died) becomes due again for any worker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+
+import msgpack
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookJob:
+    """One webhook request to make: where, what, and since when it has been tried."""
+
+    id: str
+    app_id: str
+    url: str
+    body: bytes
+    created_at: float
+    attempts: int = 0
+
+    @staticmethod
+    def new(app_id: str, url: str, body: bytes, created_at: float) -> WebhookJob:
+        """A fresh job with a random id."""
+        return WebhookJob(secrets.token_hex(8), app_id, url, body, created_at)
+
+    def next_attempt(self) -> WebhookJob:
+        """The same job after one more failed attempt."""
+        return replace(self, attempts=self.attempts + 1)
+
+    def pack(self) -> bytes:
+        """msgpack bytes for a durable queue."""
+        packed: bytes = msgpack.packb(
+            [self.id, self.app_id, self.url, self.body, self.created_at, self.attempts], use_bin_type=True
+        )
+        return packed
+
+    @staticmethod
+    def unpack(raw: bytes) -> WebhookJob:
+        """Decode ``pack``'s bytes."""
+        job_id, app_id, url, body, created_at, attempts = msgpack.unpackb(raw, raw=False)
+        return WebhookJob(job_id, app_id, url, body, created_at, attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Jobs waiting (due or not) and the age of the oldest one."""
+
+    depth: int
+    oldest_age: float
+
+
+class WebhookQueue(ABC):
+    """Where webhook jobs wait until a worker delivers them."""
+
+    @abstractmethod
+    async def push(self, job: WebhookJob, due: float) -> None:
+        """Add a job, to be delivered at ``due`` (Unix seconds)."""
+
+    @abstractmethod
+    async def lease(self, now: float, limit: int, lease_seconds: float) -> list[WebhookJob]:
+        """Up to ``limit`` due jobs, each hidden from other workers for ``lease_seconds``."""
+
+    @abstractmethod
+    async def ack(self, job: WebhookJob) -> None:
+        """Remove a job for good (delivered, or given up)."""
+
+    @abstractmethod
+    async def retry(self, job: WebhookJob, due: float) -> None:
+        """Store the job's new attempt count and make it due again at ``due``."""
+
+    @abstractmethod
+    async def stats(self, now: float) -> QueueStats:
+        """Depth and oldest age, for metrics."""
+
+
+class MemoryWebhookQueue(WebhookQueue):
+    """In-process queue for ``hub serve``: survives nothing but the process, which is all it serves."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, tuple[WebhookJob, float]] = {}
+
+    async def push(self, job: WebhookJob, due: float) -> None:
+        self._jobs[job.id] = (job, due)
+
+    async def lease(self, now: float, limit: int, lease_seconds: float) -> list[WebhookJob]:
+        due = sorted((d, j.id) for j, d in self._jobs.values() if d <= now)[:limit]
+        leased = []
+        for _, job_id in due:
+            job, _ = self._jobs[job_id]
+            self._jobs[job_id] = (job, now + lease_seconds)
+            leased.append(job)
+        return leased
+
+    async def ack(self, job: WebhookJob) -> None:
+        self._jobs.pop(job.id, None)
+
+    async def retry(self, job: WebhookJob, due: float) -> None:
+        self._jobs[job.id] = (job, due)
+
+    async def stats(self, now: float) -> QueueStats:
+        if not self._jobs:
+            return QueueStats(0, 0.0)
+        oldest = min(job.created_at for job, _ in self._jobs.values())
+        return QueueStats(len(self._jobs), max(0.0, now - oldest))

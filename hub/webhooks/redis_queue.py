@@ -1,0 +1,88 @@
+"""The webhook queue in Redis, so queued webhooks survive the restart of the node that queued them.
+
+``{p}:webhooks:due`` is a sorted set of job ids scored by when they are due; ``{p}:webhooks:jobs``
+maps id to the packed job; ``{p}:webhooks:created`` scores ids by creation time for the age metric.
+Leasing moves a due job's score into the future in the same script that reads it, so two workers
+never take the same job, and a worker that dies only delays it by the lease.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from hub.webhooks.queue import QueueStats, WebhookJob, WebhookQueue
+
+_LEASE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local job = redis.call('HGET', KEYS[2], id)
+  if job then
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    table.insert(out, job)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+
+class WebhookQueueUnavailable(Exception):
+    """Redis did not answer; the job was not queued."""
+
+
+class RedisWebhookQueue(WebhookQueue):
+    """WebhookQueue over a redis-py asyncio client."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._due = f"{prefix}:webhooks:due"
+        self._jobs = f"{prefix}:webhooks:jobs"
+        self._created = f"{prefix}:webhooks:created"
+        self._lease = client.register_script(_LEASE)
+
+    async def _run(self, pipe: Any) -> None:
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise WebhookQueueUnavailable(str(exc)) from None
+
+    async def push(self, job: WebhookJob, due: float) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._jobs, job.id, job.pack())
+        pipe.zadd(self._due, {job.id: due})
+        pipe.zadd(self._created, {job.id: job.created_at})
+        await self._run(pipe)
+
+    async def lease(self, now: float, limit: int, lease_seconds: float) -> list[WebhookJob]:
+        try:
+            raw = await self._lease(keys=[self._due, self._jobs], args=[now, limit, now + lease_seconds])
+        except (RedisError, OSError) as exc:
+            raise WebhookQueueUnavailable(str(exc)) from None
+        return [WebhookJob.unpack(item) for item in raw]
+
+    async def ack(self, job: WebhookJob) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self._due, job.id)
+        pipe.zrem(self._created, job.id)
+        pipe.hdel(self._jobs, job.id)
+        await self._run(pipe)
+
+    async def retry(self, job: WebhookJob, due: float) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._jobs, job.id, job.pack())
+        pipe.zadd(self._due, {job.id: due})
+        await self._run(pipe)
+
+    async def stats(self, now: float) -> QueueStats:
+        try:
+            depth = await self._redis.zcard(self._due)
+            oldest = await self._redis.zrange(self._created, 0, 0, withscores=True)
+        except (RedisError, OSError) as exc:
+            raise WebhookQueueUnavailable(str(exc)) from None
+        age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
+        return QueueStats(int(depth), age)
