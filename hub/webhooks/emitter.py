@@ -61,7 +61,7 @@ class Webhooks:
                 await self._queue.push(WebhookJob.new(app.id, hook.url, body, now), now)
             except Exception as exc:  # the queue's outage type differs per implementation
                 self._metrics.webhooks_dropped.labels(app.id).inc()
-                log.error("webhook_not_queued", app_id=app.id, event=event["name"], error=str(exc))
+                log.error("webhook_not_queued", app_id=app.id, webhook=event["name"], error=str(exc))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
