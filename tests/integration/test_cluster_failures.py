@@ -1,0 +1,113 @@
+"""A cluster survives a ws node's crash: survivors hear member_removed and occupancy heals in bounded time.
+
+Each test starts its own cluster (a real redis-server, two `hub ws`, one `hub ingest`) because it
+kills one of its nodes with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.auth_server import AuthServer
+from tests.support.js_clients import JsClients
+from tests.support.requirements import require_executable
+from tests.support.topology import APP_KEY, NODE_TIMEOUT_SECONDS, Topology, start_cluster
+
+# Node timeout, plus one maintenance interval (a third of it) for a survivor to notice, plus slack
+# for a loaded 2-core CI machine.
+HEAL_BOUND_SECONDS = NODE_TIMEOUT_SECONDS * 2 + 3
+
+
+@pytest.fixture
+def cluster() -> Iterator[Topology]:
+    """A private cluster this test may break."""
+    require_executable("redis-server")
+    from tests.support.redis_server import RedisServer
+
+    redis = RedisServer().start()
+    topology = start_cluster(redis)
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
+async def _occupancy(topology: Topology, channel: str) -> int:
+    sdk = topology.sdk()
+    info = await asyncio.to_thread(sdk.channel_info, channel, ["subscription_count"])
+    return int(info.get("subscription_count", 0))
+
+
+async def test_survivors_receive_member_removed_after_a_ws_node_is_killed(
+    cluster: Topology, js: JsClients, auth: AuthServer
+) -> None:
+    channel = f"presence-crash-{uuid.uuid4().hex[:8]}"
+    await js.connect(
+        "survivor",
+        port=cluster.ws_port(0),
+        key=APP_KEY,
+        auth_url=auth.channel_auth_url,
+        auth_params={"user_id": "survivor"},
+    )
+    await js.connect(
+        "victim",
+        port=cluster.ws_port(1),
+        key=APP_KEY,
+        auth_url=auth.channel_auth_url,
+        auth_params={"user_id": "victim"},
+    )
+    await js.subscribe("survivor", channel)
+    await js.subscribe("victim", channel)
+    await js.wait_for("survivor", source="channel", channel=channel, event="pusher:member_added")
+    assert await _occupancy(cluster, channel) == 2
+
+    cluster.ws_processes[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    record = await js.wait_for(
+        "survivor", source="channel", channel=channel, event="pusher:member_removed", timeout=HEAL_BOUND_SECONDS
+    )
+    healed_after = time.monotonic() - killed_at
+    assert record.data["id"] == "victim"
+    assert healed_after < HEAL_BOUND_SECONDS
+    members = await js.members("survivor", channel)
+    assert [m["id"] for m in members["members"]] == ["survivor"]
+    assert await _occupancy(cluster, channel) == 1
+    users = await asyncio.to_thread(cluster.sdk().users_info, channel)
+    assert [u["id"] for u in users["users"]] == ["survivor"]
+    print(f"member_removed reached the survivor {healed_after:.2f} s after kill -9")
+
+
+async def test_a_user_still_connected_elsewhere_is_not_removed_when_one_of_its_nodes_dies(
+    cluster: Topology, js: JsClients, auth: AuthServer
+) -> None:
+    channel = f"presence-crash-{uuid.uuid4().hex[:8]}"
+    params = {"user_id": "multi"}
+    await js.connect(
+        "watcher",
+        port=cluster.ws_port(0),
+        key=APP_KEY,
+        auth_url=auth.channel_auth_url,
+        auth_params={"user_id": "watcher"},
+    )
+    await js.connect("tab0", port=cluster.ws_port(0), key=APP_KEY, auth_url=auth.channel_auth_url, auth_params=params)
+    await js.connect("tab1", port=cluster.ws_port(1), key=APP_KEY, auth_url=auth.channel_auth_url, auth_params=params)
+    for cid in ("watcher", "tab0", "tab1"):
+        await js.subscribe(cid, channel)
+    assert await _occupancy(cluster, channel) == 3
+
+    cluster.ws_processes[1].send_signal(signal.SIGKILL)
+
+    deadline = time.monotonic() + HEAL_BOUND_SECONDS
+    while await _occupancy(cluster, channel) != 2:
+        assert time.monotonic() < deadline, "the dead node's socket was never removed from occupancy"
+        await asyncio.sleep(0.2)
+    await js.expect_none("watcher", source="channel", channel=channel, event="pusher:member_removed", within=1.0)
+    users = await asyncio.to_thread(cluster.sdk().users_info, channel)
+    assert sorted(u["id"] for u in users["users"]) == ["multi", "watcher"]
