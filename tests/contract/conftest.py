@@ -53,12 +53,12 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
     await client.aclose()
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
-    """Wait until ``condition()`` holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(condition: Callable[[], bool], within: float = 3.0, what: str = "condition") -> None:
+    """Wait until ``condition()`` holds; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout} s")
+            pytest.fail(f"{what} not met within {within} s")
         await asyncio.sleep(0.005)
 
 

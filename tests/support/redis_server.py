@@ -184,9 +184,9 @@ class RedisServer:
         if self.is_running():
             os.kill(self.pid, signal.SIGCONT)
 
-    async def start_async(self, *, timeout: float = 10.0) -> Self:
+    async def start_async(self, *, ready_within: float = 10.0) -> Self:
         """``start()`` without blocking the test's event loop (clients keep reconnecting meanwhile)."""
-        return await asyncio.to_thread(self.start, timeout=timeout)
+        return await asyncio.to_thread(self.start, timeout=ready_within)
 
     async def stop_async(self, *, sig: int = signal.SIGTERM) -> None:
         """``stop()`` without blocking the test's event loop."""
