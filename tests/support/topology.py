@@ -18,7 +18,7 @@ from typing import Any
 import pusher
 
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.processes import ManagedProcess, hub_command, http_ready
+from tests.support.processes import ManagedProcess, http_ready, hub_command
 
 APP_ID = "1"
 APP_KEY = "app-key"
@@ -100,10 +100,10 @@ def _hub(role: str, port: int, apps_file: Path, *extra: str) -> ManagedProcess:
     return ManagedProcess(argv, name=f"hub-{role}-{port}").start()
 
 
-def start_embedded(workdir: Path | None = None, *extra: str) -> Topology:
-    """One `hub serve` with the test apps."""
+def start_embedded(workdir: Path | None = None, *extra: str, apps: Sequence[dict[str, Any]] = APPS) -> Topology:
+    """One `hub serve` with the test apps (or `apps`, for tests that need their own flags or webhooks)."""
     directory = workdir or Path(tempfile.mkdtemp(prefix="hub-embedded-"))
-    apps_file = write_apps_file(directory)
+    apps_file = write_apps_file(directory, apps)
     port = free_port()
     process = _hub("serve", port, apps_file, *extra)
     topology = Topology("embedded", [port], port, [process], [process], apps_file=apps_file)
@@ -134,10 +134,12 @@ def start_ws_node(topology: Topology, port: int | None = None, *extra: str) -> M
     return process
 
 
-def start_cluster(redis: Any, workdir: Path | None = None, ws_nodes: int = 2) -> Topology:
-    """`ws_nodes` `hub ws` and one `hub ingest` over the given running redis-server."""
+def start_cluster(
+    redis: Any, workdir: Path | None = None, ws_nodes: int = 2, *, apps: Sequence[dict[str, Any]] = APPS
+) -> Topology:
+    """`ws_nodes` `hub ws` and one `hub ingest` over the given running redis-server, serving `apps`."""
     directory = workdir or Path(tempfile.mkdtemp(prefix="hub-cluster-"))
-    apps_file = write_apps_file(directory)
+    apps_file = write_apps_file(directory, apps)
     api_port = free_port()
     topology = Topology("cluster", [], api_port, redis=redis, apps_file=apps_file)
     try:
