@@ -69,16 +69,31 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     channel = message.get("channel")
     if channel is not None and not isinstance(channel, str):
         raise InvalidMessage("Invalid message format: channel must be a string.")
+    # A JSON escape such as \ud800 decodes to a lone surrogate, which no UTF-8 frame or HMAC input can hold.
+    # Only frames holding a \u escape pay for the check; well-formed clients rarely send one.
+    if ("\\u" in raw if isinstance(raw, str) else b"\\u" in raw) and not _is_unicode_text(message):
+        raise InvalidMessage("Invalid message format: lone surrogate escape (not valid Unicode text).")
     return ClientMessage(event=event, channel=channel, data=message.get("data"))
+
+
+def _is_unicode_text(value: Any) -> bool:
+    try:
+        dumps(value).encode()
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _data_object(data: Any) -> dict[str, Any]:
     # Some clients (Reverb accepts this) send ``data`` as a JSON-encoded string instead of an object.
     if isinstance(data, str):
+        text = data
         try:
-            data = json.loads(data)
+            data = json.loads(text)
         except (ValueError, RecursionError):
             raise InvalidMessage("Invalid message format: data is not a JSON object.") from None
+        if "\\u" in text and not _is_unicode_text(data):
+            raise InvalidMessage("Invalid message format: lone surrogate escape (not valid Unicode text).")
     if not isinstance(data, dict):
         raise InvalidMessage("Invalid message format: data must be an object.")
     return data

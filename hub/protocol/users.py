@@ -38,7 +38,18 @@ def _load_object(raw: str, what: str) -> dict[str, Any]:
         raise InvalidUserData(f"{what} is not valid JSON.") from None
     if not isinstance(value, dict):
         raise InvalidUserData(f"{what} must be a JSON object.")
+    # A lone surrogate (raw, or decoded from an escape such as \ud800) cannot go into a UTF-8 member frame.
+    if not _is_unicode_text(value):
+        raise InvalidUserData(f"{what} holds a lone surrogate escape (not valid Unicode text).")
     return value
+
+
+def _is_unicode_text(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _normalise_id(raw: object, what: str) -> str:
