@@ -18,10 +18,17 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    BlockingConnectionPool,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -143,32 +150,47 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def create_client(target: RedisTarget, *, timeout: float, name: str | None = None) -> aioredis.Redis:
-    """A redis-py asyncio client (with its own pool) whose every command fails within about ``timeout``.
+def create_client(
+    target: RedisTarget, *, timeout: float, name: str | None = None, max_connections: int = 64
+) -> aioredis.Redis:
+    """A redis-py asyncio client whose every command fails within about ``timeout``.
 
+    The pool blocks (up to ``timeout``) instead of failing when all ``max_connections`` are busy, so a
+    burst of concurrent commands queues briefly rather than erroring or opening thousands of sockets.
     Retries are limited to one immediate retry on a connection error: that absorbs a pooled connection
     the server closed (e.g. after a Redis restart) without ever doubling a timeout, so callers can turn
     any failure into "unavailable" quickly instead of hanging behind redis-py's default backoff.
     """
-    return aioredis.Redis(
-        host=target.host,
-        port=target.port,
-        unix_socket_path=target.unix_path,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[RedisConnectionError],
-        client_name=name,
-        ssl=target.tls,
-        ssl_cert_reqs=target.ssl_cert_reqs,
-        ssl_ca_certs=target.ssl_ca_certs,
-        ssl_certfile=target.ssl_certfile,
-        ssl_keyfile=target.ssl_keyfile,
-        ssl_check_hostname=target.ssl_check_hostname and target.ssl_cert_reqs != "none",
+    kwargs: dict[str, Any] = {
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError],
+        "client_name": name,
+    }
+    connection_class: type[AbstractConnection]
+    if target.unix_path is not None:
+        connection_class = UnixDomainSocketConnection
+        kwargs["path"] = target.unix_path
+    else:
+        kwargs.update(host=target.host, port=target.port)
+        connection_class = Connection
+        if target.tls:
+            connection_class = SSLConnection
+            kwargs.update(
+                ssl_cert_reqs=target.ssl_cert_reqs,
+                ssl_ca_certs=target.ssl_ca_certs,
+                ssl_certfile=target.ssl_certfile,
+                ssl_keyfile=target.ssl_keyfile,
+                ssl_check_hostname=target.ssl_check_hostname and target.ssl_cert_reqs != "none",
+            )
+    pool = BlockingConnectionPool(
+        max_connections=max_connections, timeout=timeout, connection_class=connection_class, **kwargs
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def open_connection(

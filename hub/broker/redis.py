@@ -20,6 +20,7 @@ import contextlib
 import random
 import time
 from collections import deque
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -33,6 +34,8 @@ from hub.redis_connection import create_client, open_connection, parse_redis_url
 # Channels per SUBSCRIBE/UNSUBSCRIBE command: big enough to resubscribe thousands of channels in a few
 # round trips, small enough that one command never blocks Redis noticeably (centrifuge uses 512 too).
 BATCH = 512
+# Publishes per pipeline: bounds one write's size while a burst drains.
+PUBLISH_BATCH = 1000
 INITIAL_BACKOFF = 0.05
 
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError, RespError)
@@ -94,6 +97,9 @@ class RedisBroker(Broker):
         self._command_ok = True
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._outbox: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+        self._outbox_ready = asyncio.Event()
 
     # Broker interface
 
@@ -106,7 +112,9 @@ class RedisBroker(Broker):
         for app_id in app_ids:
             self._permanent.add(self._topic(app_id, CONTROL_CHANNEL))
         self._wanted |= self._permanent
+        self._sender = asyncio.create_task(self._run_sender(), name="redis-broker-sender")
         self._tasks = [
+            self._sender,
             asyncio.create_task(self._run_connection(), name="redis-broker-connection"),
             asyncio.create_task(self._run_flusher(), name="redis-broker-flusher"),
             asyncio.create_task(self._run_probe(), name="redis-broker-probe"),
@@ -126,6 +134,11 @@ class RedisBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._sender = None
+        for _, _, waiter in self._outbox:
+            if not waiter.done():
+                waiter.set_exception(BrokerUnavailable("Redis broker closed"))
+        self._outbox.clear()
         if self._conn is not None:
             self._conn.abort()
         self._set_disconnected()
@@ -133,16 +146,27 @@ class RedisBroker(Broker):
         self._handler = None
 
     async def publish(self, envelope: Envelope) -> None:
-        """PUBLISH the packed envelope on its topic; raise BrokerUnavailable unless Redis accepted it."""
+        """PUBLISH the packed envelope on its topic; raise BrokerUnavailable unless Redis accepted it.
+
+        Publishes are queued for one sender task that writes everything queued meanwhile as one pipeline:
+        under load many publishes share a round trip, and order is kept across all publishes of the node.
+        """
         app_id, channel = topic_of(envelope)
+        if self._sender is None or self._closing:
+            raise BrokerUnavailable("Redis broker is not running")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._topic(app_id, channel), envelope.pack(), waiter))
+        self._outbox_ready.set()
         try:
             async with asyncio.timeout(self._timeout):
-                await self._client.publish(self._topic(app_id, channel), envelope.pack())
-        except _REDIS_ERRORS as exc:
+                await waiter
+        except (*_REDIS_ERRORS, BrokerUnavailable) as exc:
             self._command_ok = False
             if self._metrics is not None:
                 self._metrics.broker_publish_failures.inc()
             self._log.warning("broker_publish_failed", app_id=app_id, channel=channel, error=repr(exc))
+            if isinstance(exc, BrokerUnavailable):
+                raise
             raise BrokerUnavailable(f"Redis did not accept the publish: {exc!r}") from exc
         self._command_ok = True
 
@@ -269,6 +293,37 @@ class RedisBroker(Broker):
             if due:
                 self._send_batched(conn, b"UNSUBSCRIBE", due)
                 self._active.difference_update(due)
+
+    async def _run_sender(self) -> None:
+        """Write queued publishes as pipelines, one at a time, and settle each publisher's future."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = self._outbox[:PUBLISH_BATCH]
+                del self._outbox[:PUBLISH_BATCH]
+                await self._send(batch)
+
+    async def _send(self, batch: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
+        results: list[Any]
+        try:
+            if len(batch) == 1:
+                name, payload, _ = batch[0]
+                results = [await self._client.publish(name, payload)]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for name, payload, _ in batch:
+                    pipe.publish(name, payload)
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # any failure of the round trip fails every publish in it
+            results = [exc] * len(batch)
+        for (_, _, waiter), result in zip(batch, results, strict=True):
+            if waiter.done():  # the publisher timed out already
+                continue
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(None)
 
     async def _run_flusher(self) -> None:
         """Apply (un)subscribe requests in batches whenever woken or an unsubscribe falls due."""
