@@ -58,7 +58,9 @@ class SigninRequest:
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     """Parse one client text frame; raise InvalidMessage when it is not a Pusher message."""
     try:
-        message = json.loads(raw)
+        # Strict UTF-8: json.loads would decode bytes with "surrogatepass" and let lone surrogates in.
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        message = json.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidMessage("Invalid message format: not JSON.") from None
     if not isinstance(message, dict):
@@ -71,7 +73,7 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         raise InvalidMessage("Invalid message format: channel must be a string.")
     # A JSON escape such as \ud800 decodes to a lone surrogate, which no UTF-8 frame or HMAC input can hold.
     # Only frames holding a \u escape pay for the check; well-formed clients rarely send one.
-    if ("\\u" in raw if isinstance(raw, str) else b"\\u" in raw) and not _is_unicode_text(message):
+    if "\\u" in text and not _is_unicode_text(message):
         raise InvalidMessage("Invalid message format: lone surrogate escape (not valid Unicode text).")
     return ClientMessage(event=event, channel=channel, data=message.get("data"))
 
