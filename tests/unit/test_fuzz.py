@@ -227,20 +227,32 @@ def _frame_shape(f: Fuzzer) -> Any:
     return f.perturb(json.loads(f.rng.choice(VALID_FRAMES)))
 
 
+def _utf8(value: Any) -> bytes:
+    """``value`` as UTF-8 JSON, as it would go out in a frame; raises for a lone surrogate anywhere in it."""
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
 def _check_client_message(raw: Any) -> None:
     message = parse_client_message(raw)
     assert isinstance(message.event, str) and message.event
     assert message.channel is None or isinstance(message.channel, str)
+    _utf8([message.event, message.channel, message.data])
+
+
+def _as_received(text: str) -> str:
+    """``text`` as an aiohttp text frame can deliver it: strict UTF-8, so no literal lone surrogates.
+
+    (Escapes such as ``\\ud800`` stay: they are plain ASCII on the wire.)
+    """
+    return text.encode("utf-8", "replace").decode()
 
 
 @pytest.mark.parametrize("seed", seeds())
 def test_parse_client_message_survives_random_frames(seed: int) -> None:
     def make(f: Fuzzer) -> str | bytes:
-        return (
-            f.bytes_input(VALID_FRAMES, lambda: _frame_shape(f))
-            if f.chance(0.3)
-            else f.text_input(VALID_FRAMES, lambda: _frame_shape(f))
-        )
+        if f.chance(0.3):  # bytes may hold anything, invalid UTF-8 included
+            return f.bytes_input(VALID_FRAMES, lambda: _frame_shape(f))
+        return _as_received(f.text_input(VALID_FRAMES, lambda: _frame_shape(f)))
 
     run(seed, make, _check_client_message, InvalidMessage)
 
@@ -253,13 +265,19 @@ VALID_SUBSCRIBE_DATA = [
 
 
 def _data_input(f: Fuzzer, valid: list[str]) -> Any:
-    """Subscribe/signin ``data``: a decoded value (what parse_client_message hands on) or a JSON string."""
+    """Subscribe/signin ``data`` as parse_client_message hands it on: a decoded value or a string.
+
+    parse_client_message lets no lone surrogate through, so neither does this (escapes in strings stay).
+    """
+    text = _as_received(f.text_input(valid, lambda: f.perturb(json.loads(f.rng.choice(valid)))))
     if f.chance(0.5):
-        try:
-            return json.loads(f.text_input(valid, lambda: f.perturb(json.loads(f.rng.choice(valid)))))
-        except (ValueError, RecursionError):
-            return f.value()
-    return f.text_input(valid, lambda: f.perturb(json.loads(f.rng.choice(valid))))
+        return text
+    try:
+        value = json.loads(text)
+        _utf8(value)
+    except (ValueError, RecursionError):
+        value = json.loads(f.rng.choice(valid))
+    return value
 
 
 def _check_subscribe(data: Any) -> None:
@@ -267,6 +285,7 @@ def _check_subscribe(data: Any) -> None:
     assert isinstance(request.channel, str) and request.channel
     assert request.auth is None or (isinstance(request.auth, str) and request.auth)
     assert request.channel_data is None or isinstance(request.channel_data, str)
+    _utf8([request.channel, request.auth, request.channel_data])
 
 
 @pytest.mark.parametrize("seed", seeds())
@@ -280,6 +299,7 @@ VALID_SIGNIN_DATA = ['{"auth":"k:abc","user_data":"{\\"id\\":\\"1\\"}"}', '{"aut
 def _check_signin(data: Any) -> None:
     request = parse_signin(data)
     assert isinstance(request.auth, str) and isinstance(request.user_data, str)
+    _utf8([request.auth, request.user_data])
 
 
 @pytest.mark.parametrize("seed", seeds())
@@ -301,6 +321,7 @@ def _check_channel_data(raw: str) -> None:
     member = parse_channel_data(raw, INFO_LIMIT)
     assert user_id_error(member.user_id) is None
     assert len(json.dumps(member.user_info).encode()) <= INFO_LIMIT
+    _utf8(member.user_info)
 
 
 @pytest.mark.parametrize("seed", seeds())
@@ -326,6 +347,7 @@ def _check_user_data(raw: str) -> None:
     assert all(user_id_error(w) is None for w in user.watchlist)
     assert isinstance(truncated, bool)
     assert user.user_data == raw
+    _utf8(user.user_info)
 
 
 @pytest.mark.parametrize("seed", seeds())
@@ -361,6 +383,7 @@ def _check_event(event: TriggerEvent, limits: Limits) -> None:
         assert channel_name_error(channel, limits.max_channel_name_length, allow_server_channels=True) is None
     assert event.socket_id is None or is_socket_id(event.socket_id)
     assert event.info <= {"user_count", "subscription_count"}
+    _utf8([event.name, event.data])
 
 
 def _limits(f: Fuzzer) -> Limits:

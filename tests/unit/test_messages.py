@@ -74,6 +74,24 @@ def test_deeply_nested_json_is_rejected_not_a_recursion_error() -> None:
     assert str(_invalid("[" * 100_000)) == "Invalid message format: not JSON."
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r'{"event":"client-x","channel":"private-a","data":"\ud800"}',
+        r'{"event":"client-\udfff","channel":"private-a","data":{}}',
+        r'{"event":"client-x","data":{"nested":["ok","\uDC00"]}}',
+        rb'{"event":"client-x","data":"\ud83d"}',
+    ],
+)
+def test_lone_surrogate_escape_is_rejected(raw: str | bytes) -> None:
+    assert str(_invalid(raw)) == "Invalid message format: lone surrogate escape (not valid Unicode text)."
+
+
+def test_escaped_surrogate_pair_and_other_escapes_are_accepted() -> None:
+    message = parse_client_message(r'{"event":"client-x","data":"\ud83d\ude00 \u00e9 \n"}')
+    assert message.data == "\U0001f600 é \n"
+
+
 @pytest.mark.parametrize("raw", ["[]", '"event"', "1", "null", "true", '[{"event":"e"}]'])
 def test_non_object_json_is_rejected(raw: str) -> None:
     assert str(_invalid(raw)) == "Invalid message format: expected a JSON object."
@@ -141,6 +159,11 @@ def test_subscribe_with_non_object_data_is_rejected(data: object) -> None:
 def test_subscribe_with_a_json_string_holding_a_non_object_is_rejected(data: str) -> None:
     with pytest.raises(InvalidMessage, match="data must be an object"):
         parse_subscribe(data)
+
+
+def test_subscribe_data_string_with_a_lone_surrogate_escape_is_rejected() -> None:
+    with pytest.raises(InvalidMessage, match="lone surrogate escape"):
+        parse_subscribe(r'{"channel":"presence-a","auth":"k:s","channel_data":"\ud800"}')
 
 
 def test_subscribe_with_a_non_json_string_is_rejected() -> None:

@@ -97,6 +97,19 @@ def test_channel_data_that_is_not_an_object_is_rejected(raw: str) -> None:
     assert _error(lambda: parse_channel_data(raw, INFO_LIMIT)) == "channel_data must be a JSON object."
 
 
+@pytest.mark.parametrize(
+    "raw", [r'{"user_id":"1","user_info":{"name":"\ud800"}}', '{"user_id":"1","user_info":"\udfff"}']
+)
+def test_channel_data_with_a_lone_surrogate_is_rejected(raw: str) -> None:
+    assert _error(lambda: parse_channel_data(raw, INFO_LIMIT)) == (
+        "channel_data holds a lone surrogate escape (not valid Unicode text)."
+    )
+
+
+def test_channel_data_with_an_escaped_surrogate_pair_is_accepted() -> None:
+    assert parse_channel_data(r'{"user_id":"1","user_info":"\ud83d\ude00"}', INFO_LIMIT).user_info == "\U0001f600"
+
+
 def test_deeply_nested_channel_data_is_rejected_not_a_recursion_error() -> None:
     with pytest.raises(InvalidUserData):
         parse_channel_data('{"user_id":"1","user_info":' + "[" * 100_000, INFO_LIMIT)
@@ -134,6 +147,12 @@ def test_user_data_id_must_be_a_non_empty_string(raw: str) -> None:
 def test_user_data_id_outside_the_alphabet_is_rejected() -> None:
     with pytest.raises(InvalidUserData, match="User id may only contain"):
         parse_user_data('{"id":"a/b"}')
+
+
+def test_user_data_with_a_lone_surrogate_is_rejected() -> None:
+    assert _error(lambda: parse_user_data(r'{"id":"1","user_info":{"name":"\udc00"}}')) == (
+        "user_data holds a lone surrogate escape (not valid Unicode text)."
+    )
 
 
 def test_user_data_that_is_not_json_is_rejected() -> None:
