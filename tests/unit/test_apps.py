@@ -55,15 +55,22 @@ def test_minimal_app_takes_the_defaults() -> None:
     assert app.limits == Limits()
 
 
-def test_apps_file_is_found_by_id_and_by_key(tmp_path: Path) -> None:
+def test_apps_file_apps_are_found_by_id_and_by_key(tmp_path: Path) -> None:
     registry = load_apps_file(_write(tmp_path, {"apps": [BASE, {"id": "2", "key": "k2", "secret": "s2"}]}))
-    assert len(registry) == 2
-    assert registry.by_id("2") is registry.by_key("k2")
-    assert registry.by_id("1") is not None
-    assert registry.by_id("1").key == "app-key"  # type: ignore[union-attr]
-    assert registry.by_id("3") is None
-    assert registry.by_key("nope") is None
-    assert [a.id for a in registry] == ["1", "2"]
+    second = registry.by_id("2")
+    assert second is not None
+    assert (second.key, second.secret) == ("k2", "s2")
+    assert registry.by_key("k2") is second
+
+
+def test_registry_answers_none_for_unknown_id_and_key(tmp_path: Path) -> None:
+    registry = load_apps_file(_write(tmp_path, {"apps": [BASE]}))
+    assert (registry.by_id("3"), registry.by_key("nope")) == (None, None)
+
+
+def test_registry_iterates_apps_in_file_order(tmp_path: Path) -> None:
+    registry = load_apps_file(_write(tmp_path, {"apps": [BASE, {"id": "2", "key": "k2", "secret": "s2"}]}))
+    assert (len(registry), [a.id for a in registry]) == (2, ["1", "2"])
 
 
 def test_load_apps_file_accepts_a_str_path(tmp_path: Path) -> None:
