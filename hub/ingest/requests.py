@@ -47,6 +47,9 @@ async def verify(request: web.Request, apps: AppRegistry) -> VerifiedRequest:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.") from None
+    except web.RequestPayloadError as exc:
+        # e.g. a Content-Encoding: gzip header over a body that is not gzip
+        raise ApiError(400, f"Request body could not be read: {exc}.") from None
     verify_api_request(
         method=request.method,
         path=request.path,
