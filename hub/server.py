@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ from hub.ws.node import WsNode
 from hub.ws.subscription_count import SubscriptionCounts
 
 log = structlog.get_logger("hub.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -71,6 +74,25 @@ def make_backends(settings: Settings, metrics: Metrics) -> Backends:
     )
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer aiohttp's own HTTP errors (unknown path 404, wrong method 405, ...) with Pusher's JSON body."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            message = f"Method {request.method} is not allowed on {request.path}; use {allowed}."
+        elif isinstance(exc, web.HTTPNotFound):
+            message = f"No endpoint at {request.path}."
+        else:
+            message = exc.text or exc.reason
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response({"error": message, "code": exc.status}, status=exc.status, headers=headers)
+
+
 class Node:
     """One hub process: serves its role on ``port`` and metrics on ``metrics_port``."""
 
@@ -105,7 +127,7 @@ class Node:
 
     def application(self) -> web.Application:
         """The main port's aiohttp application for this node's role."""
-        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[json_errors])
         app.router.add_get("/", self._health)
         app.router.add_get("/ready", self._readiness)
         if self.ws is not None:
