@@ -7,11 +7,12 @@ Runs against every topology (on the cluster the HTTP API is the `hub ingest` nod
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,3 +263,45 @@ async def test_batch_item_that_is_not_an_object_is_400(topology: Topology) -> No
     answer = await send(topology, "POST", path, body, signed_params("POST", path, body))
 
     assert_error(answer, 400, "batch item")
+
+
+async def test_compressed_body_that_does_not_decompress_is_400(topology: Topology) -> None:
+    path = f"/apps/{APP_ID}/events"
+    garbage = b"this is not gzip data" * 10
+
+    async def slowly() -> AsyncIterator[bytes]:
+        # Arrives after the handler started reading, so the hub (not aiohttp's parser) meets the error.
+        await asyncio.sleep(0.2)
+        yield garbage
+
+    params = signed_params("POST", path, garbage)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            topology.api_url(path), params=params, data=slowly(), headers={"Content-Encoding": "gzip"}
+        ) as response,
+    ):
+        answer = Answer(response.status, json.loads(await response.text()), response.content_type)
+
+    assert_error(answer, 400, "could not be read")
+
+
+# --- paths and methods -----------------------------------------------------------------------------
+
+
+async def test_unknown_path_is_404_with_a_json_body(topology: Topology) -> None:
+    answer = await send(topology, "GET", f"/apps/{APP_ID}/nothing-here")
+
+    assert_error(answer, 404, f"/apps/{APP_ID}/nothing-here")
+
+
+async def test_wrong_method_is_405_with_a_json_body_naming_the_allowed_one(topology: Topology) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(topology.api_url(f"/apps/{APP_ID}/events")) as response,
+    ):
+        answer = Answer(response.status, json.loads(await response.text()), response.content_type)
+        allow = response.headers.get("Allow")
+
+    assert_error(answer, 405, "PUT", "POST")
+    assert allow == "POST"
