@@ -74,7 +74,18 @@ class Envelope:
             kind = Kind(fields[1])
         except ValueError:
             raise EnvelopeError(f"unknown envelope kind {fields[1]!r}") from None
-        return Envelope(kind, *fields[2:])
+        _, _, app_id, channel, event, data, except_socket, origin_node, published_at, user_id = fields
+        if not (isinstance(app_id, str) and isinstance(channel, str) and isinstance(event, str)):
+            raise EnvelopeError("app id, channel and event must be strings")
+        if not (_optional_str(except_socket) and _optional_str(user_id) and isinstance(origin_node, str)):
+            raise EnvelopeError("socket, user and node ids must be strings")
+        if isinstance(published_at, bool) or not isinstance(published_at, (int, float)):
+            raise EnvelopeError("published_at must be a number")
+        return Envelope(kind, app_id, channel, event, data, except_socket, origin_node, float(published_at), user_id)
+
+
+def _optional_str(value: object) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def event_envelope(
