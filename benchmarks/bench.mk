@@ -1,0 +1,21 @@
+# Benchmarks (included by the root Makefile). matplotlib is a benchmark-only dependency for the plots:
+# installed into the venv here, never a runtime dependency of hub.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS  ?=
+
+.PHONY: bench bench-full bench-deps
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q 'matplotlib>=3.7'
+	touch $@
+
+bench-deps: system-deps $(BENCH_STAMP)
+
+# Standard subset (broadcast, chat, ramp on two ws nodes): under 5 minutes on 2 cores; exits non-zero when
+# p99 >= 100 ms or a delivery is lost in broadcast or chat.
+bench: bench-deps
+	$(BIN)/python -m benchmarks --profile standard --gate $(BENCH_ARGS)
+
+# Every scenario at the issue's scale, the ramp on one and on two ws nodes.
+bench-full: bench-deps
+	$(BIN)/python -m benchmarks --profile full --gate $(BENCH_ARGS)

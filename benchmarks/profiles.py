@@ -1,0 +1,110 @@
+"""Named sets of scenario runs: ``smoke`` (CI, seconds), ``standard`` (``make bench``), ``full`` (``make bench-full``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.scenarios import (
+    SCENARIOS,
+    BroadcastParams,
+    ChatParams,
+    Common,
+    IdleParams,
+    IngestParams,
+    RampParams,
+    StormParams,
+)
+
+
+@dataclass
+class Run:
+    """One scenario run of a profile: its report name, scenario and parameters."""
+
+    name: str
+    scenario: str
+    params: Common
+
+
+def smoke(topology: str) -> list[Run]:
+    """Every scenario at a tiny scale (about 20 clients, about 1 s each): proves the code runs."""
+    small: dict[str, Any] = {"topology": topology, "workers": 2}
+    return [
+        Run("broadcast", "broadcast", BroadcastParams(**small, subscribers=20, rate=5, seconds=1, warmup_seconds=0.2)),
+        Run("chat", "chat", ChatParams(**small, channels=10, rate=20, seconds=1, warmup_seconds=0.2)),
+        Run(
+            "ramp", "ramp", RampParams(**small, subscribers=20, start_rate=10, factor=2, max_rate=40, step_seconds=0.5)
+        ),
+        Run("idle", "idle", IdleParams(**small, connections=20, settle_seconds=0.5)),
+        Run("storm", "storm", StormParams(**small, clients=20, timeout_seconds=20)),
+        Run("ingest", "ingest", IngestParams(**small, seconds=1, processes=1, concurrency=4)),
+    ]
+
+
+def standard(topology: str) -> list[Run]:
+    """``make bench``: the gated scenarios at full size, plus a short ramp; under 5 minutes on 2 cores."""
+    base: dict[str, Any] = {"topology": topology}
+    return [
+        Run("broadcast", "broadcast", BroadcastParams(**base, seconds=20)),
+        Run("chat", "chat", ChatParams(**base, seconds=20)),
+        Run("ramp-2nodes", "ramp", RampParams(**base, ws_nodes=2, step_seconds=3, start_rate=40, factor=1.3)),
+    ]
+
+
+def full(topology: str) -> list[Run]:
+    """``make bench-full``: every scenario at the issue's scale, the ramp on one and on two ws nodes."""
+    base: dict[str, Any] = {"topology": topology}
+    return [
+        Run("broadcast", "broadcast", BroadcastParams(**base)),
+        Run("broadcast-embedded", "broadcast", BroadcastParams(topology="embedded", ws_nodes=1)),
+        Run("chat", "chat", ChatParams(**base)),
+        Run("ramp-1node", "ramp", RampParams(**base, ws_nodes=1)),
+        Run("ramp-2nodes", "ramp", RampParams(**base, ws_nodes=2)),
+        Run("idle", "idle", IdleParams(**base)),
+        Run("storm", "storm", StormParams(**base)),
+        Run("ingest", "ingest", IngestParams(**base)),
+    ]
+
+
+PROFILES: dict[str, Callable[[str], list[Run]]] = {"smoke": smoke, "standard": standard, "full": full}
+
+
+def _coerce(current: Any, raw: str) -> Any:
+    if isinstance(current, bool):
+        return raw.lower() in ("1", "true", "yes")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    return raw
+
+
+def apply_overrides(runs: Sequence[Run], overrides: Sequence[str]) -> None:
+    """Apply ``field=value`` (every run that has the field) or ``run.field=value`` (that run only)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not field=value")
+        target, _, field_name = key.rpartition(".")
+        matched = False
+        for run in runs:
+            if target and target not in (run.name, run.scenario):
+                continue
+            names = {f.name for f in dataclasses.fields(run.params)}
+            if field_name in names:
+                setattr(run.params, field_name, _coerce(getattr(run.params, field_name), raw))
+                matched = True
+        if not matched:
+            raise ValueError(f"override {item!r} matches no field of the selected runs")
+
+
+def select(runs: list[Run], names: Sequence[str]) -> list[Run]:
+    """Only the runs named (by run name or scenario); all when ``names`` is empty."""
+    if not names:
+        return runs
+    unknown = set(names) - {r.name for r in runs} - {r.scenario for r in runs} - set(SCENARIOS)
+    if unknown:
+        raise ValueError(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    return [r for r in runs if r.name in names or r.scenario in names]

@@ -1,0 +1,193 @@
+"""Writing a run's results: ``results.json``, ``results.md`` (tables) and PNG plots (when matplotlib is there)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.scenarios import Result
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _latency(result: Result, key: str) -> str:
+    if not result.latency or not result.latency.get("count"):
+        return "-"
+    return _fmt(float(result.latency[key]), 2)
+
+
+def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
+    """The results as markdown: the main table, the ramp steps, targets and the gate."""
+    machine = meta.get("machine", {})
+    lines = [
+        f"# hub benchmark: profile `{meta.get('profile')}`, {meta.get('started')}",
+        "",
+        f"Machine: {machine.get('cpu_model')}, {machine.get('cpus')} CPUs, {machine.get('memory_gib')} GiB, "
+        f"Linux {machine.get('kernel')}; load average at start {meta.get('load_start')}, at end {meta.get('load_end')}. "
+        "Load generator, Redis and hub on the same machine, over loopback.",
+        "",
+        "Latency is publish-to-delivery: from the backend's HTTP call (scheduled time) to the subscriber's read "
+        "(ingest: the HTTP request; storm: from the kill to each client's new subscription). "
+        "CPU/1k = CPU seconds of the hub processes per 1,000 deliveries (ingest: per 1,000 publishes).",
+        "",
+        "| run | topology | conns | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | expected | received | lost "
+        "| deliveries/s | hub CPU s/1k | gen CPU s/1k | RSS KiB/conn | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        topology = f"{r.topology} x{r.ws_nodes}" if r.scenario != "ingest" else f"{r.topology} (api)"
+        rate = _fmt(r.deliveries_per_s, 0)
+        if r.scenario == "ingest":
+            rate = f"{rate} pub/s"
+        lines.append(
+            f"| {r.name} | {topology} | {_fmt(r.connections)} | {_latency(r, 'p50_ms')} | {_latency(r, 'p90_ms')} "
+            f"| {_latency(r, 'p99_ms')} | {_latency(r, 'p999_ms')} | {_latency(r, 'max_ms')} | {_fmt(r.expected)} "
+            f"| {_fmt(r.received)} | {_fmt(r.lost)} | {rate} | {_fmt(r.hub_cpu_s_per_1000, 4)} "
+            f"| {_fmt(r.generator_cpu_s_per_1000, 4)} | {_fmt(r.rss_per_connection_kib, 1)} "
+            f"| {_fmt(r.machine_busy * 100 if r.machine_busy is not None else None, 0)}% |"
+        )
+    errors = [r for r in results if r.error]
+    if errors:
+        lines += ["", "## Errors", ""]
+        lines += [f"- **{r.name}**: {r.error}" for r in errors]
+    for r in results:
+        steps = r.extra.get("steps")
+        if not steps:
+            continue
+        lines += [
+            "",
+            f"## {r.name}: ramp steps ({r.ws_nodes} ws node{'s' if r.ws_nodes > 1 else ''}, "
+            f"{r.connections:,} subscribers)",
+            "",
+            "| step | events/s | offered deliveries/s | delivered/s | p50 ms | p99 ms | max ms | lost "
+            "| hub CPU s/1k | machine busy | passed |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for s in steps:
+            lines.append(
+                f"| {s['step']} | {_fmt(s['events_per_s'])} | {_fmt(s['offered_deliveries_per_s'], 0)} "
+                f"| {_fmt(s['deliveries_per_s'], 0)} | {_fmt(s['p50_ms'], 2)} | {_fmt(s['p99_ms'], 2)} "
+                f"| {_fmt(s['max_ms'], 2)} | {_fmt(s['lost'])} | {_fmt(s['hub_cpu_s_per_1000'], 4)} "
+                f"| {_fmt((s['machine_busy'] or 0) * 100, 0)}% | {'yes' if s['passed'] else 'no'} |"
+            )
+    extras = []
+    for r in results:
+        if r.scenario == "storm":
+            extras.append(
+                f"- **{r.name}**: {r.extra.get('clients_back')} of {r.connections:,} clients subscribed again on the "
+                f"surviving node; all back after {_fmt(r.extra.get('storm_seconds'), 2)} s; "
+                f"a check event afterwards reached {_fmt(r.received)} of {_fmt(r.expected)}."
+            )
+        if r.scenario == "idle":
+            extras.append(
+                f"- **{r.name}**: {r.connections:,} idle subscribed connections; ws RSS grew "
+                f"{_fmt(r.rss_per_connection_kib)} KiB per connection; idle hub CPU "
+                f"{_fmt(r.extra.get('idle_hub_cpu_percent'))} % of one core."
+            )
+        if r.scenario == "ingest":
+            extras.append(
+                f"- **{r.name}**: {_fmt(r.deliveries_per_s, 0)} signed publishes/s on one API node "
+                f"({r.params.get('processes')} publisher processes x {r.params.get('concurrency')} in flight); "
+                f"statuses {r.extra.get('statuses')}; Redis CPU {r.redis_cpu_s} s."
+            )
+        if r.extra.get("connect_seconds") is not None and r.scenario in ("broadcast", "chat"):
+            extras.append(
+                f"- **{r.name}**: {r.connections:,} clients connected and subscribed in "
+                f"{r.extra['connect_seconds']} s; Redis CPU {r.redis_cpu_s} s; generator CPU {r.generator_cpu_s} s "
+                f"over {r.measure_seconds} s."
+            )
+    if extras:
+        lines += ["", "## Notes", "", *extras]
+    targets = [(r, t) for r in results for t in r.targets]
+    if targets:
+        lines += ["", "## Targets", "", "| target | wanted | measured | met |", "|---|---|---:|---|"]
+        for _, t in targets:
+            met = "-" if t.met is None else ("yes" if t.met else "**no**")
+            lines.append(f"| {t.name} | {t.wanted} | {_fmt(t.value, 2)} | {met} |")
+    gated = [r for r in results if r.gated]
+    if gated:
+        lines += ["", "## Gate (p99 < 100 ms and no loss in broadcast and chat)", ""]
+        for r in gated:
+            verdict = "pass" if not r.gate_failures and not r.error else "FAIL: " + "; ".join(r.gate_failures)
+            lines.append(f"- {r.name}: {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Sequence[Result], directory: Path) -> list[Path]:
+    """latency.png (percentile curves) and ramp.png (delivered/s and p99 per offered rate); [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written: list[Path] = []
+    curves = [(r.name, r.extra["percentile_curve_ms"]) for r in results if r.extra.get("percentile_curve_ms")]
+    if curves:
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for name, curve in curves:
+            labels = list(curve)
+            ax.plot(range(len(labels)), [max(v, 0.001) for v in curve.values()], marker="o", label=name)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (ms, log)")
+        ax.set_xlabel("percentile")
+        ax.axhline(100, color="red", linestyle="--", linewidth=1, label="100 ms gate")
+        ax.set_title("hub: latency percentiles per scenario")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = directory / "latency.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    ramps = [r for r in results if r.extra.get("steps")]
+    if ramps:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+        for r in ramps:
+            steps = r.extra["steps"]
+            offered = [s["offered_deliveries_per_s"] for s in steps]
+            top.plot(offered, [s["deliveries_per_s"] for s in steps], marker="o", label=r.name)
+            bottom.plot(offered, [max(s["p99_ms"], 0.01) for s in steps], marker="o", label=f"{r.name} p99")
+        top.set_ylabel("delivered / s")
+        top.axhline(150_000, color="green", linestyle=":", linewidth=1, label="target 150k/s")
+        top.legend(fontsize=8)
+        top.grid(True, alpha=0.3)
+        bottom.set_yscale("log")
+        bottom.set_ylabel("p99 latency (ms, log)")
+        bottom.set_xlabel("offered deliveries / s")
+        bottom.axhline(100, color="red", linestyle="--", linewidth=1, label="100 ms")
+        bottom.legend(fontsize=8)
+        bottom.grid(True, which="both", alpha=0.3)
+        fig.suptitle("hub: ramp (one channel, rate rising until p99 > 100 ms)")
+        fig.tight_layout()
+        path = directory / "ramp.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write(results: Sequence[Result], meta: dict[str, Any], directory: Path, *, plots: bool = True) -> list[Path]:
+    """Write results.json, results.md and (optionally) the plots into ``directory``; return the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = {"meta": meta, "results": [r.as_dict() for r in results]}
+    json_path = directory / "results.json"
+    json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    md_path = directory / "results.md"
+    md_path.write_text(markdown(results, meta))
+    written = [json_path, md_path]
+    if plots:
+        written += plot(results, directory)
+    return written

@@ -1,0 +1,83 @@
+"""Running a list of scenario runs one after another and writing the report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.procstats import load_average, machine_description, raise_fd_limit
+from benchmarks.profiles import Run
+from benchmarks.scenarios import SCENARIOS, Result, _new_result
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+async def run_all(runs: Sequence[Run], *, log: bool = True) -> list[Result]:
+    """Run each scenario in turn; a scenario that raises becomes a Result with ``error`` set."""
+    results: list[Result] = []
+    for run in runs:
+        _, runner = SCENARIOS[run.scenario]
+        if log:
+            print(f"[bench] {run.name}: {run.scenario} {run.params}", flush=True)
+        started = time.perf_counter()
+        try:
+            result: Result = await runner(run.params, run.name)
+        except Exception as exc:
+            result = _new_result(run.name, run.scenario, run.params)
+            result.error = f"{type(exc).__name__}: {exc}"
+            result.gated = run.scenario in ("broadcast", "chat")
+            if log:
+                traceback.print_exc()
+        result.wall_seconds = round(time.perf_counter() - started, 1)
+        if log:
+            lat = result.latency or {}
+            print(
+                f"[bench] {run.name}: {result.wall_seconds} s wall, p50 {lat.get('p50_ms')} p99 {lat.get('p99_ms')} "
+                f"max {lat.get('max_ms')} ms, {result.received}/{result.expected} delivered, "
+                f"{result.deliveries_per_s}/s, hub CPU/1k {result.hub_cpu_s_per_1000}, "
+                f"RSS/conn {result.rss_per_connection_kib} KiB"
+                + (f", ERROR {result.error}" if result.error else "")
+                + (f", gate: {'; '.join(result.gate_failures)}" if result.gate_failures else ""),
+                flush=True,
+            )
+        results.append(result)
+    return results
+
+
+def gate_failures(results: Sequence[Result]) -> list[str]:
+    """Why the gate fails (empty when it passes)."""
+    failures = []
+    for r in results:
+        if r.gated and (r.gate_failures or r.error):
+            failures.append(f"{r.name}: {'; '.join(r.gate_failures) or r.error}")
+    return failures
+
+
+def execute(
+    runs: Sequence[Run], profile: str, out: Path | None = None, *, plots: bool = True, log: bool = True
+) -> tuple[list[Result], Path]:
+    """Run ``runs`` and write the report into ``out`` (default: a new folder under benchmarks/results)."""
+    raise_fd_limit()
+    started = datetime.now(UTC)
+    directory = out or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}-{profile}"
+    meta: dict[str, Any] = {
+        "profile": profile,
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "load_start": [round(v, 2) for v in load_average()],
+    }
+    wall = time.perf_counter()
+    results = asyncio.run(run_all(runs, log=log))
+    meta["wall_seconds"] = round(time.perf_counter() - wall, 1)
+    meta["load_end"] = [round(v, 2) for v in load_average()]
+    written = report.write(results, meta, directory, plots=plots)
+    if log:
+        for path in written:
+            print(f"[bench] wrote {path}", flush=True)
+    return results, directory

@@ -1,0 +1,579 @@
+"""The benchmark scenarios. Each starts its own topology and load generator, measures, and stops both.
+
+Every scenario takes a parameter object whose defaults are the full-scale figures of issue 5; the
+profiles in ``benchmarks/profiles.py`` shrink them for ``make bench`` and for the CI smoke run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmarks.histogram import Histogram
+from benchmarks.procstats import MachineCpu, load_average
+from benchmarks.publisher import Publisher, flood
+from benchmarks.topology import APP_ID, APP_KEY, APP_SECRET, LOOPBACK, Topology, TopologyError, start_topology
+from benchmarks.workers import WorkerConfig, WorkerSet
+from benchmarks.wsclient import ClientSpec
+
+P99_GATE_MS = 100.0
+
+
+# -- parameters ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Common:
+    """Settings every scenario shares."""
+
+    topology: str = "cluster"
+    ws_nodes: int = 2
+    workers: int = 4
+    connect_concurrency: int = 50
+    send_buffer_kb: int = 1024
+
+
+@dataclass
+class BroadcastParams(Common):
+    """One channel, many subscribers, a steady event rate."""
+
+    subscribers: int = 10_000
+    rate: float = 10.0
+    seconds: float = 30.0
+    warmup_seconds: float = 1.0
+
+
+@dataclass
+class ChatParams(Common):
+    """Many private channels of two members each (one per ws node), a total message rate."""
+
+    channels: int = 5_000
+    members: int = 2
+    rate: float = 500.0
+    seconds: float = 30.0
+    warmup_seconds: float = 1.0
+
+
+@dataclass
+class RampParams(Common):
+    """One channel; the event rate rises step by step until p99 passes the limit."""
+
+    subscribers: int = 1_000
+    start_rate: float = 20.0
+    factor: float = 1.25
+    max_rate: float = 2_000.0
+    step_seconds: float = 5.0
+    p99_limit_ms: float = P99_GATE_MS
+
+
+@dataclass
+class IdleParams(Common):
+    """Connected, subscribed, silent clients: what each costs in memory and CPU."""
+
+    connections: int = 10_000
+    settle_seconds: float = 5.0
+
+
+@dataclass
+class StormParams(Common):
+    """One of two ws nodes dies; its clients reconnect to the other at once."""
+
+    clients: int = 5_000
+    timeout_seconds: float = 60.0
+
+
+@dataclass
+class IngestParams(Common):
+    """Signed publishes as fast as one HTTP API node answers them."""
+
+    seconds: float = 10.0
+    processes: int = 2
+    concurrency: int = 16
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """A figure the issue asks for, and whether this run met it."""
+
+    name: str
+    wanted: str
+    value: float | None
+    met: bool | None
+
+
+@dataclass
+class Result:
+    """Everything one scenario run measured; serialised to JSON as is."""
+
+    name: str
+    scenario: str
+    topology: str
+    ws_nodes: int
+    params: dict[str, Any]
+    connections: int = 0
+    connect_failures: int = 0
+    latency: dict[str, float | int] | None = None
+    expected: int | None = None
+    received: int | None = None
+    lost: int | None = None
+    publish_failures: int = 0
+    deliveries_per_s: float | None = None
+    measure_seconds: float = 0.0
+    hub_cpu_s: float = 0.0
+    hub_cpu_s_per_1000: float | None = None
+    redis_cpu_s: float = 0.0
+    generator_cpu_s: float = 0.0
+    generator_cpu_s_per_1000: float | None = None
+    rss_per_connection_kib: float | None = None
+    rss_bytes: dict[str, int] = field(default_factory=dict)
+    machine_busy: float | None = None
+    load_before: tuple[float, float, float] | None = None
+    load_after: tuple[float, float, float] | None = None
+    wall_seconds: float = 0.0
+    targets: list[Target] = field(default_factory=list)
+    gated: bool = False
+    gate_failures: list[str] = field(default_factory=list)
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Meter:
+    """CPU of the hub, redis and the generator, and the machine's load, over one measurement window."""
+
+    topology: Topology
+    workers: WorkerSet | None
+    started: float = 0.0
+    hub0: float = 0.0
+    redis0: float = 0.0
+    gen0: float = 0.0
+    machine0: MachineCpu | None = None
+    load0: tuple[float, float, float] | None = None
+
+    def _gen(self) -> float:
+        return (self.workers.cpu_seconds() if self.workers else 0.0) + _self_cpu()
+
+    def start(self) -> None:
+        """Open the window."""
+        self.started = time.perf_counter()
+        self.hub0 = self.topology.hub_cpu_seconds()
+        self.redis0 = self.topology.redis_cpu_seconds()
+        self.gen0 = self._gen()
+        self.machine0 = MachineCpu.read()
+        self.load0 = load_average()
+
+    def stop(self, result: Result, units: int | None, extra_generator_cpu: float = 0.0) -> None:
+        """Close the window and write CPU (per 1,000 ``units``) and load into ``result``."""
+        assert self.machine0 is not None
+        result.measure_seconds = round(time.perf_counter() - self.started, 3)
+        result.hub_cpu_s = round(self.topology.hub_cpu_seconds() - self.hub0, 3)
+        result.redis_cpu_s = round(self.topology.redis_cpu_seconds() - self.redis0, 3)
+        result.generator_cpu_s = round(self._gen() - self.gen0 + extra_generator_cpu, 3)
+        if units:
+            result.hub_cpu_s_per_1000 = round(result.hub_cpu_s * 1000 / units, 5)
+            result.generator_cpu_s_per_1000 = round(result.generator_cpu_s * 1000 / units, 5)
+        result.machine_busy = round(MachineCpu.read().busy_fraction_since(self.machine0), 3)
+        result.load_before = self.load0
+        result.load_after = load_average()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    common: Common, *, reconnect: bool = False, with_ws: bool = True, workers: bool = True
+) -> AsyncIterator[tuple[Topology, WorkerSet | None]]:
+    """Start the topology and the subscriber processes; stop both (by pid) whatever happens."""
+    topology = await asyncio.to_thread(
+        start_topology, common.topology, common.ws_nodes, send_buffer_kb=common.send_buffer_kb, with_ws=with_ws
+    )
+    worker_set: WorkerSet | None = None
+    try:
+        if workers:
+            config = WorkerConfig(APP_KEY, APP_SECRET, reconnect=reconnect, concurrency=common.connect_concurrency)
+            worker_set = WorkerSet(common.workers, config)
+        yield topology, worker_set
+    finally:
+        if worker_set is not None:
+            await worker_set.shutdown()
+        await asyncio.to_thread(topology.close)
+
+
+async def await_step(workers: WorkerSet, step: int, expected: int, *, idle: float = 3.0, limit: float = 60.0) -> int:
+    """Wait until ``expected`` deliveries of ``step`` arrived, or none arrived for ``idle`` s; return the count."""
+    began = last_change = time.monotonic()
+    last = -1
+    while True:
+        got = await workers.delivered(step)
+        now = time.monotonic()
+        if got >= expected:
+            return got
+        if got != last:
+            last, last_change = got, now
+        elif now - last_change >= idle or now - began >= limit:
+            return got
+        await asyncio.sleep(0.05)
+
+
+async def connect_clients(result: Result, topology: Topology, workers: WorkerSet, specs: list[ClientSpec]) -> None:
+    """Connect and subscribe every client; record counts and the WebSocket nodes' RSS growth per connection."""
+    before = topology.ws_rss_bytes()
+    started = time.perf_counter()
+    failures = await workers.connect(specs)
+    result.extra["connect_seconds"] = round(time.perf_counter() - started, 2)
+    result.connections = len(specs) - failures
+    result.connect_failures = failures
+    if failures:
+        errors = [e for s in await workers.status() for e in s.errors]
+        result.extra["connect_errors"] = errors[:10]
+    await asyncio.sleep(0.5)
+    after = topology.ws_rss_bytes()
+    if result.connections:
+        result.rss_per_connection_kib = round((after - before) / result.connections / 1024, 2)
+    result.rss_bytes = topology.rss_by_process()
+
+
+def _percentile_curve(hist: Histogram) -> dict[str, float]:
+    points = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99)
+    curve = {f"p{p:g}": hist.percentile_us(p) / 1000 for p in points}
+    curve["max"] = hist.max_us / 1000
+    return curve
+
+
+def _record_latency(result: Result, hist: Histogram) -> None:
+    result.latency = hist.summary().as_dict()
+    result.extra["percentile_curve_ms"] = _percentile_curve(hist)
+
+
+def _gate_deliveries(result: Result) -> None:
+    """The ``make bench`` gate: p99 under 100 ms, nothing lost, nothing failed to publish or connect."""
+    result.gated = True
+    if result.latency is None or result.latency["count"] == 0:
+        result.gate_failures.append("no deliveries measured")
+    elif float(result.latency["p99_ms"]) >= P99_GATE_MS:
+        result.gate_failures.append(f"p99 {result.latency['p99_ms']} ms >= {P99_GATE_MS:g} ms")
+    if result.lost:
+        result.gate_failures.append(f"{result.lost} deliveries lost")
+    if result.publish_failures:
+        result.gate_failures.append(f"{result.publish_failures} publishes failed")
+    if result.connect_failures:
+        result.gate_failures.append(f"{result.connect_failures} clients failed to subscribe")
+
+
+def _new_result(name: str, scenario: str, params: Common) -> Result:
+    if params.topology == "embedded" and scenario != "storm":
+        # Separate `hub serve` processes share nothing, so delivery scenarios run on one.
+        params.ws_nodes = 1
+    return Result(
+        name=name, scenario=scenario, topology=params.topology, ws_nodes=params.ws_nodes, params=asdict(params)
+    )
+
+
+def _api_url(topology: Topology) -> str:
+    return f"http://{LOOPBACK}:{topology.api_port}"
+
+
+async def _steady_publish(
+    result: Result,
+    topology: Topology,
+    workers: WorkerSet,
+    *,
+    rate: float,
+    seconds: float,
+    warmup_seconds: float,
+    channel_for: Callable[[int], str],
+    fanout: int,
+) -> Histogram:
+    """Warm up (step 0, discarded), then publish at ``rate`` for ``seconds`` (step 1) and wait for delivery."""
+    async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET) as publisher:
+        if warmup_seconds > 0:
+            sent = await publisher.publish_paced(rate, warmup_seconds, channel_for, step=0)
+            await await_step(workers, 0, sent * fanout, idle=2.0)
+            await workers.collect()
+        publisher.stats = type(publisher.stats)()
+        meter = Meter(topology, workers)
+        meter.start()
+        sent = await publisher.publish_paced(rate, seconds, channel_for, step=1)
+        expected = publisher.stats.ok * fanout
+        publish_elapsed = publisher.stats.elapsed_s
+        received = await await_step(workers, 1, expected)
+        meter.stop(result, received)
+    hist = (await workers.collect()).get(1, Histogram())
+    result.expected = sent * fanout
+    result.received = hist.count
+    result.lost = max(0, result.expected - hist.count)
+    result.publish_failures = publisher.stats.failed
+    result.deliveries_per_s = round(hist.count / max(publish_elapsed, 1e-9), 1)
+    result.extra["events_published"] = sent
+    result.extra["publish_http_latency_ms"] = publisher.stats.http_latency.summary().as_dict()
+    result.extra["publish_statuses"] = publisher.stats.statuses
+    statuses = await workers.status()
+    result.extra["client_disconnects"] = sum(s.lost for s in statuses)
+    result.extra["other_frames"] = sum(s.other_frames for s in statuses)
+    topology.check_alive()
+    return hist
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+async def broadcast(params: BroadcastParams, name: str = "broadcast") -> Result:
+    """``subscribers`` on one public channel spread over the ws nodes; ``rate`` events/s for ``seconds``."""
+    result = _new_result(name, "broadcast", params)
+    async with running(params) as (topology, workers):
+        assert workers is not None
+        ports = topology.ws_ports
+        specs = [ClientSpec(((LOOPBACK, ports[i % len(ports)]),), "bench-broadcast") for i in range(params.subscribers)]
+        await connect_clients(result, topology, workers, specs)
+        hist = await _steady_publish(
+            result,
+            topology,
+            workers,
+            rate=params.rate,
+            seconds=params.seconds,
+            warmup_seconds=params.warmup_seconds,
+            channel_for=lambda i: "bench-broadcast",
+            fanout=result.connections,
+        )
+        _record_latency(result, hist)
+    _gate_deliveries(result)
+    p99 = float(result.latency["p99_ms"]) if result.latency else None
+    result.targets.append(
+        Target("broadcast p99", "<= 50 ms, zero loss", p99, p99 is not None and p99 <= 50 and not result.lost)
+    )
+    return result
+
+
+async def chat(params: ChatParams, name: str = "chat") -> Result:
+    """``channels`` private channels of ``members`` each, members spread over the nodes; ``rate`` messages/s."""
+    result = _new_result(name, "chat", params)
+    async with running(params) as (topology, workers):
+        assert workers is not None
+        ports = topology.ws_ports
+        specs = [
+            ClientSpec(((LOOPBACK, ports[m % len(ports)]),), f"private-chat-{c}")
+            for c in range(params.channels)
+            for m in range(params.members)
+        ]
+        await connect_clients(result, topology, workers, specs)
+        channels = params.channels
+        hist = await _steady_publish(
+            result,
+            topology,
+            workers,
+            rate=params.rate,
+            seconds=params.seconds,
+            warmup_seconds=params.warmup_seconds,
+            channel_for=lambda i: f"private-chat-{(i * 7919) % channels}",
+            fanout=params.members,
+        )
+        _record_latency(result, hist)
+    _gate_deliveries(result)
+    return result
+
+
+async def ramp(params: RampParams, name: str = "ramp") -> Result:
+    """Raise the event rate on one channel until p99 passes the limit; report every step."""
+    result = _new_result(name, "ramp", params)
+    steps: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    best_hist: Histogram | None = None
+    async with running(params) as (topology, workers):
+        assert workers is not None
+        ports = topology.ws_ports
+        specs = [ClientSpec(((LOOPBACK, ports[i % len(ports)]),), "bench-ramp") for i in range(params.subscribers)]
+        await connect_clients(result, topology, workers, specs)
+        fanout = result.connections
+        rate = params.start_rate
+        step = 0
+        async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET) as publisher:
+            while rate <= params.max_rate:
+                step += 1
+                publisher.stats = type(publisher.stats)()
+                meter = Meter(topology, workers)
+                meter.start()
+                sent = await publisher.publish_paced(rate, params.step_seconds, lambda i: "bench-ramp", step=step)
+                elapsed = publisher.stats.elapsed_s
+                expected = publisher.stats.ok * fanout
+                received = await await_step(workers, step, expected, idle=2.0)
+                probe = _new_result(name, "ramp", params)
+                meter.stop(probe, received)
+                hist = (await workers.collect()).get(step, Histogram())
+                summary = hist.summary()
+                lost = max(0, sent * fanout - received)
+                row = {
+                    "step": step,
+                    "events_per_s": round(rate, 1),
+                    "offered_deliveries_per_s": round(rate * fanout, 1),
+                    "deliveries_per_s": round(received / max(elapsed, 1e-9), 1),
+                    "expected": sent * fanout,
+                    "received": received,
+                    "lost": lost,
+                    "publish_failures": publisher.stats.failed,
+                    "hub_cpu_s_per_1000": probe.hub_cpu_s_per_1000,
+                    "generator_cpu_s_per_1000": probe.generator_cpu_s_per_1000,
+                    "hub_cpu_s": probe.hub_cpu_s,
+                    "machine_busy": probe.machine_busy,
+                    **summary.as_dict(),
+                }
+                steps.append(row)
+                passed = summary.p99_ms < params.p99_limit_ms and lost == 0 and publisher.stats.failed == 0
+                row["passed"] = passed
+                if not passed or not topology.ws_pids() or len(topology.ws_pids()) < len(topology.ws_nodes):
+                    break
+                best, best_hist = row, hist
+                rate *= params.factor
+        with contextlib.suppress(TopologyError):
+            topology.check_alive()
+    result.extra["steps"] = steps
+    if best is not None and best_hist is not None:
+        _record_latency(result, best_hist)
+        result.expected = best["expected"]
+        result.received = best["received"]
+        result.lost = best["lost"]
+        result.deliveries_per_s = best["deliveries_per_s"]
+        result.hub_cpu_s = best["hub_cpu_s"]
+        result.hub_cpu_s_per_1000 = best["hub_cpu_s_per_1000"]
+        result.generator_cpu_s_per_1000 = best["generator_cpu_s_per_1000"]
+        result.machine_busy = best["machine_busy"]
+        result.extra["best_step"] = best["step"]
+    result.extra["stopped_by"] = steps[-1] if steps and not steps[-1]["passed"] else "max_rate"
+    if params.ws_nodes >= 2:
+        value = result.deliveries_per_s
+        result.targets.append(
+            Target("ramp sustained deliveries/s", ">= 150,000 at p99 < 100 ms", value, (value or 0) >= 150_000)
+        )
+    return result
+
+
+async def idle(params: IdleParams, name: str = "idle") -> Result:
+    """``connections`` subscribed clients that receive nothing: RSS per connection and idle CPU."""
+    result = _new_result(name, "idle", params)
+    async with running(params) as (topology, workers):
+        assert workers is not None
+        ports = topology.ws_ports
+        specs = [ClientSpec(((LOOPBACK, ports[i % len(ports)]),), f"idle-{i % 100}") for i in range(params.connections)]
+        await connect_clients(result, topology, workers, specs)
+        meter = Meter(topology, workers)
+        meter.start()
+        await asyncio.sleep(params.settle_seconds)
+        meter.stop(result, None)
+        before = sum(result.rss_bytes.values())
+        result.rss_bytes = topology.rss_by_process()
+        result.extra["rss_after_settle_bytes"] = sum(result.rss_bytes.values())
+        result.extra["rss_after_connect_bytes"] = before
+        result.extra["idle_hub_cpu_percent"] = round(100 * result.hub_cpu_s / max(result.measure_seconds, 1e-9), 2)
+        topology.check_alive()
+    value = result.rss_per_connection_kib
+    result.targets.append(Target("idle RSS per connection", "<= 20 KiB", value, value is not None and value <= 20))
+    return result
+
+
+async def storm(params: StormParams, name: str = "storm") -> Result:
+    """Kill -9 the ws node holding ``clients``; time until all are subscribed again on the other node."""
+    result = _new_result(name, "storm", params)
+    params.ws_nodes = max(2, params.ws_nodes)
+    result.ws_nodes = params.ws_nodes
+    async with running(params, reconnect=True) as (topology, workers):
+        assert workers is not None
+        victim, survivor = topology.ws_nodes[0], topology.ws_nodes[1]
+        urls = ((LOOPBACK, victim.port), (LOOPBACK, survivor.port))
+        specs = [ClientSpec(urls, "bench-storm") for _ in range(params.clients)]
+        await connect_clients(result, topology, workers, specs)
+        topology.ws_nodes.remove(victim)  # from here on, hub CPU and RSS are the survivors'
+        if topology.api_node is victim:
+            topology.api_node = survivor
+        meter = Meter(topology, workers)
+        meter.start()
+        killed_ns = time.time_ns()
+        await asyncio.to_thread(victim.kill)
+        topology.children.remove(victim)
+        deadline = time.monotonic() + params.timeout_seconds
+        while time.monotonic() < deadline:
+            statuses = await workers.status(since_ns=killed_ns)
+            if sum(s.resubscribed_since for s in statuses) >= result.connections:
+                break
+            await asyncio.sleep(0.05)
+        statuses = await workers.status(since_ns=killed_ns, with_times=True)
+        meter.stop(result, result.connections)
+        back = sorted(t for s in statuses for t in s.resubscribe_times_ns)
+        delays = Histogram()
+        for t in back:
+            delays.record((t - killed_ns) // 1000)
+        result.latency = delays.summary().as_dict()
+        result.extra["percentile_curve_ms"] = _percentile_curve(delays)
+        result.extra["clients_back"] = len(back)
+        result.extra["clients_lost_connection"] = sum(s.lost for s in statuses)
+        storm_seconds = (back[-1] - killed_ns) / 1e9 if len(back) >= result.connections else None
+        result.extra["storm_seconds"] = round(storm_seconds, 3) if storm_seconds is not None else None
+        # Everyone back should also receive: one event, one delivery per client.
+        async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET) as publisher:
+            await publisher.publish_paced(1.0, 1.0, lambda i: "bench-storm", step=7)
+        result.expected = result.connections
+        result.received = await await_step(workers, 7, result.connections, idle=2.0, limit=15.0)
+        result.lost = result.expected - result.received
+        result.publish_failures = publisher.stats.failed
+        result.rss_bytes = topology.rss_by_process()
+    value = result.extra.get("storm_seconds")
+    result.targets.append(
+        Target(f"storm: {params.clients} clients back", "<= 10 s", value, value is not None and value <= 10)
+    )
+    return result
+
+
+async def ingest(params: IngestParams, name: str = "ingest") -> Result:
+    """Signed ``POST /events`` as fast as one API node answers, from several publisher processes."""
+    result = _new_result(name, "ingest", params)
+    async with running(params, with_ws=False, workers=False) as (topology, _):
+        meter = Meter(topology, None)
+        meter.start()
+        stats = await flood(
+            _api_url(topology),
+            APP_ID,
+            APP_KEY,
+            APP_SECRET,
+            duration=params.seconds,
+            processes=params.processes,
+            concurrency=params.concurrency,
+        )
+        meter.stop(result, stats.ok, extra_generator_cpu=stats.cpu_s)
+        result.rss_bytes = topology.rss_by_process()
+        topology.check_alive()
+    result.latency = stats.http_latency.summary().as_dict()
+    result.extra["percentile_curve_ms"] = _percentile_curve(stats.http_latency)
+    result.expected = stats.attempted
+    result.received = stats.ok
+    result.publish_failures = stats.failed
+    result.deliveries_per_s = round(stats.ok / max(stats.elapsed_s, 1e-9), 1)
+    result.extra["publishes_per_s"] = result.deliveries_per_s
+    result.extra["statuses"] = stats.statuses
+    return result
+
+
+Runner = Callable[[Any, str], Any]
+SCENARIOS: dict[str, tuple[type[Common], Runner]] = {
+    "broadcast": (BroadcastParams, broadcast),
+    "chat": (ChatParams, chat),
+    "ramp": (RampParams, ramp),
+    "idle": (IdleParams, idle),
+    "storm": (StormParams, storm),
+    "ingest": (IngestParams, ingest),
+}
