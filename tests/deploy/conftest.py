@@ -53,6 +53,12 @@ def haproxy() -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_server() -> str:
+    """Path of redis-server, which `make cluster` runs."""
+    return require_executable("redis-server")
+
+
+@pytest.fixture(scope="session")
 def alerts(yaml: ModuleType) -> dict[str, Any]:
     """deploy/prometheus/alerts.yml, parsed."""
     parsed: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())

@@ -22,17 +22,18 @@ from tests.support.processes import ManagedProcess, http_ready
 
 CONFIG = str(DEPLOY / "haproxy.cfg")
 COMPOSE_ENV = {"WS1_ADDR": "ws1:6001", "WS2_ADDR": "ws2:6001", "INGEST1_ADDR": "ingest1:6001", "LB_BIND": ":6001"}
-# haproxy checks every second, then 250 ms after a failure, and needs two: out within ~1.25 s.
-MARKED_DOWN_WITHIN = 2.5
+# haproxy checks every 500 ms and takes a node out after one failure.
+MARKED_DOWN_WITHIN = 1.5
 
 
 @dataclass
 class StandIn:
-    """A node that answers every route with its name; its /ready can be failed."""
+    """A node that answers every route with its name; its /ready and upgrades can be failed."""
 
     name: str
     port: int = field(default_factory=free_port)
     ready: bool = True
+    refuse_upgrades: bool = False
     open_sockets: int = 0
     runner: web.AppRunner | None = None
 
@@ -53,6 +54,8 @@ class StandIn:
         return web.Response(status=200 if self.ready else 503, text=self.name)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_upgrades:
+            return web.Response(status=503, text="not taking clients")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.open_sockets += 1
@@ -171,6 +174,14 @@ async def test_connection_to_a_stopped_node_is_retried_on_the_other_one(balancer
     stopped = balancer.nodes["ws1"]
     assert stopped.runner is not None
     await stopped.runner.cleanup()
+    sockets = [await balancer.connect() for _ in range(4)]
+    assert [node for node, _ in sockets] == ["ws2"] * 4
+    for _, ws in sockets:
+        await ws.close()
+
+
+async def test_upgrade_answered_503_is_retried_on_the_other_node(balancer: Balancer) -> None:
+    balancer.nodes["ws1"].refuse_upgrades = True
     sockets = [await balancer.connect() for _ in range(4)]
     assert [node for node, _ in sockets] == ["ws2"] * 4
     for _, ws in sockets:
