@@ -168,6 +168,8 @@ class Node:
         if self.ws is not None:
             self._tasks.append(loop.create_task(run_liveness(self.ws)))
             self._tasks.append(loop.create_task(run_maintenance(self.ws)))
+        if isinstance(self.broker, MemoryBroker):
+            self.metrics.broker_connected.set(1)  # nothing to lose: the in-process broker is always there
         self.metrics.ready.set(1 if self.ready else 0)
         log.info("node_started", role=s.role.value, port=s.port, node_id=s.node_id, redis=bool(s.redis_url))
 

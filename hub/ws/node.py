@@ -69,9 +69,7 @@ class WsNode:
     # -- connection lifecycle ----------------------------------------------------------------
 
     def _refusal(self, request: web.Request) -> tuple[App | None, PusherError | None]:
-        """The connection checks in Pusher's order; the first failing one is the answer."""
-        if self.draining:
-            return None, PusherError(CloseCode.RECONNECT, "Server is shutting down; reconnect shortly.", True)
+        """The connection checks in Pusher's order (after draining, answered before the upgrade)."""
         key = request.match_info.get("key", "")
         app = self.apps.by_key(key)
         if app is None:
@@ -92,6 +90,11 @@ class WsNode:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The ``/app/{key}`` WebSocket endpoint."""
         settings = self.ctx.settings
+        if self.draining:
+            # Refuse the upgrade itself: a load balancer retries a 503 on another node, whereas an accepted
+            # socket closed with 4200 makes pusher-js reconnect at once, often to this same node.
+            self.ctx.metrics.connection_errors.labels("503").inc()
+            return web.json_response({"error": "Server is shutting down; reconnect shortly.", "code": 503}, status=503)
         ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=settings.max_message_kb * 1024)
         await ws.prepare(request)
         transport = request.transport

@@ -321,11 +321,6 @@ async def test_sigterm_drains_readiness_503_clients_closed_4200_then_exit_0(tmp_
         served.process.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub/ws/node.py refuses sockets during drain with close code 4200, which pusher-js retries at once: "
-    "hundreds of reconnects per second per client until the process exits",
-)
 async def test_clients_refused_while_draining_do_not_reconnect_in_a_tight_loop(tmp_path: Path, js: JsClients) -> None:
     served = await asyncio.to_thread(start_served, tmp_path, "--drain-seconds", "2")
     try:
