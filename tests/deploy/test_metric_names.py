@@ -71,7 +71,7 @@ def test_dashboard_uses_only_exported_metrics(dashboard: dict[str, Any], exporte
 
 
 def test_operations_table_documents_every_exported_metric(exported: set[str]) -> None:
-    readme = (DEPLOY / "README.md").read_text()
+    readme = (DEPLOY.parent / "README.md").read_text()
     documented = set(re.findall(r"^\| `(hub_[a-z0-9_]+)`", readme, re.M))
     assert families(exported) - documented == set()
     assert missing(documented, exported) == set()
