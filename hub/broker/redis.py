@@ -37,6 +37,8 @@ BATCH = 512
 # Publishes per pipeline: bounds one write's size while a burst drains.
 PUBLISH_BATCH = 1000
 INITIAL_BACKOFF = 0.05
+# A connection that lived this long (seconds) was a success: the next loss starts the backoff afresh.
+STABLE_CONNECTION = 1.0
 
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError, RespError)
 
@@ -315,15 +317,12 @@ class RedisBroker(Broker):
                 for name, payload, _ in batch:
                     pipe.publish(name, payload)
                 results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:  # closing: nobody may wait for an answer that will not come
+            _settle(batch, [BrokerUnavailable("Redis broker closed")] * len(batch))
+            raise
         except Exception as exc:  # any failure of the round trip fails every publish in it
             results = [exc] * len(batch)
-        for (_, _, waiter), result in zip(batch, results, strict=True):
-            if waiter.done():  # the publisher timed out already
-                continue
-            if isinstance(result, BaseException):
-                waiter.set_exception(result)
-            else:
-                waiter.set_result(None)
+        _settle(batch, results)
 
     async def _run_flusher(self) -> None:
         """Apply (un)subscribe requests in batches whenever woken or an unsubscribe falls due."""
@@ -368,7 +367,11 @@ class RedisBroker(Broker):
         return conn
 
     async def _run_connection(self) -> None:
-        """Keep one subscribed pub/sub connection: reconnect with capped exponential backoff after a loss."""
+        """Keep one subscribed pub/sub connection: reconnect with capped exponential backoff after a loss.
+
+        A connection that is lost soon after it was made does not reset the backoff, so a server that
+        accepts and then drops connections is not hammered.
+        """
         backoff = INITIAL_BACKOFF
         connected_before = False
         while True:
@@ -380,7 +383,7 @@ class RedisBroker(Broker):
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
-            backoff = INITIAL_BACKOFF
+            connected_at = time.monotonic()
             self._conn = conn
             self._ready.set()
             self._wake.set()  # flush what was requested while connecting
@@ -393,6 +396,11 @@ class RedisBroker(Broker):
             await conn.closed
             self._set_disconnected()
             self._log.warning("broker_connection_lost", channels=len(self._wanted))
+            if time.monotonic() - connected_at < STABLE_CONNECTION:
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, self._max_backoff)
+            else:
+                backoff = INITIAL_BACKOFF
 
     def _set_disconnected(self) -> None:
         self._conn = None
@@ -435,6 +443,17 @@ class RedisBroker(Broker):
                 if conn is self._conn:
                     self._log.warning("broker_probe_timeout", timeout=self._probe_timeout, hint="reconnecting")
                     conn.abort()
+
+
+def _settle(batch: list[tuple[bytes, bytes, asyncio.Future[None]]], results: list[Any]) -> None:
+    """Resolve each publisher's future with its PUBLISH result (an exception fails that publish)."""
+    for (_, _, waiter), result in zip(batch, results, strict=True):
+        if waiter.done():  # the publisher timed out already
+            continue
+        if isinstance(result, BaseException):
+            waiter.set_exception(result)
+        else:
+            waiter.set_result(None)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
