@@ -17,7 +17,7 @@ from hub.broker.memory import MemoryBroker
 from hub.config import Settings
 from hub.ingest.node import IngestNode
 from hub.metrics import Metrics
-from hub.state.base import ClusterState
+from hub.state.base import ClusterState, StateUnavailable
 from hub.state.coordination import Coordination, MemoryCoordination
 from hub.state.memory import MemoryClusterState
 from hub.webhooks.emitter import Webhooks
@@ -139,7 +139,20 @@ class Node:
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")
 
+    async def _recheck_state(self) -> None:
+        """One cheap read when the state store was last seen failing.
+
+        ``state.healthy`` only changes with a Redis round trip. A ws node makes them all the time
+        (heartbeats); an ingest node makes none unless asked a channel query, so after an outage it would
+        answer 503 here forever, and a load balancer following /ready would never send it that query.
+        """
+        if self.state.healthy or self.draining:
+            return
+        with contextlib.suppress(StateUnavailable):
+            await self.state.channel_subscriptions(next(iter(self.apps)).id, "#ready-probe")
+
     async def _readiness(self, request: web.Request) -> web.Response:
+        await self._recheck_state()
         ready = self.ready
         self.metrics.ready.set(1 if ready else 0)
         if ready:
@@ -148,6 +161,7 @@ class Node:
         return web.json_response({"ready": False, "reason": reason}, status=503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        await self._recheck_state()
         self.metrics.ready.set(1 if self.ready else 0)
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
