@@ -87,7 +87,6 @@ class Connection:
     def seen(self) -> None:
         """Any frame from the client proves it alive."""
         self.last_seen = time.monotonic()
-        self.connected_at = self.last_seen
         self.ping_sent = None
 
     def take_client_event(self, limit: int) -> bool:
