@@ -12,27 +12,46 @@ import asyncio
 import json
 from collections.abc import Iterator
 
+import pusher
 import pytest
 
 from tests.support.js_clients import JsClients
 from tests.support.ports import free_port
 from tests.support.processes import start_hub_serve
-from tests.support.raw_ws import RawClient
-from tests.support.topology import APP_ID, APP_KEY, APP_SECRET
+from tests.support.raw_ws import RawClient, RawWsError
+from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, write_apps_file
 
 ACTIVITY_TIMEOUT = 1
 PONG_TIMEOUT = 1
 PONG_TIMEOUT_CODE = 4201
+UNAUTHORIZED = 4009
+
+APP = {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET}
+# "Authorized connections": sockets must sign in or join a private/presence channel within 1 s.
+STRICT_APP = {
+    "id": "9",
+    "key": "strict-key",
+    "secret": "strict-secret",
+    "enable_user_authentication": True,
+    "user_authentication_timeout": 1,
+}
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A `hub serve` with one-second liveness settings, for this module only."""
+    apps_file = write_apps_file(tmp_path_factory.mktemp("liveness"), [APP, STRICT_APP])
     port = free_port()
     process = start_hub_serve(
         port,
-        extra_args=("--activity-timeout", str(ACTIVITY_TIMEOUT), "--pong-timeout", str(PONG_TIMEOUT)),
-        env={"PUSHER_APP_ID": APP_ID, "PUSHER_APP_KEY": APP_KEY, "PUSHER_APP_SECRET": APP_SECRET},
+        extra_args=(
+            "--apps-file",
+            str(apps_file),
+            "--activity-timeout",
+            str(ACTIVITY_TIMEOUT),
+            "--pong-timeout",
+            str(PONG_TIMEOUT),
+        ),
     )
     try:
         yield port
@@ -107,3 +126,34 @@ async def test_pusher_js_keeps_its_connection_alive_with_a_one_second_activity_t
     state = await js.state("browser")
     assert state.state == "connected"
     assert state.socket_id == socket_id
+
+
+async def test_busy_connection_that_never_authorizes_is_closed_with_4009_after_the_timeout(port: int) -> None:
+    async with RawClient(port, STRICT_APP["key"]) as client:
+        await client.established()
+        await client.subscribe("public-only")
+
+        # Staying active (pings, public subscriptions) does not count as authorizing.
+        for _ in range(40):
+            if client.closed:
+                break
+            await client.send_json({"event": "pusher:ping", "data": {}})
+            await asyncio.sleep(0.1)
+
+        code = await client.wait_closed(timeout=1)
+        error = await client.wait_event("pusher:error")
+    assert error.data["code"] == UNAUTHORIZED
+    assert code == UNAUTHORIZED
+
+
+async def test_signed_in_connection_is_not_closed_for_missing_authorization(port: int) -> None:
+    sdk = pusher.Pusher(app_id=STRICT_APP["id"], key=STRICT_APP["key"], secret=STRICT_APP["secret"])
+    async with RawClient(port, STRICT_APP["key"]) as client:
+        socket_id = await client.established()
+        await client.send_json({"event": "pusher:signin", "data": sdk.authenticate_user(socket_id, {"id": "me"})})
+        await client.wait_event("pusher:signin_success")
+
+        # Past the 1 s timeout plus a sweep.
+        with pytest.raises(RawWsError):
+            await client.wait_closed(timeout=2.2)
+    assert client.close_code != UNAUTHORIZED
