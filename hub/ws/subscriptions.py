@@ -84,7 +84,8 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
         _refuse(conn, channel, SubscriptionError("AuthError", str(exc), 400))
         return
     if member is not None:
-        await _join_presence(ctx, conn, channel, member)
+        if not await _join_presence(ctx, conn, channel, member):
+            return  # refused: counts nothing, so no occupancy is left behind
     else:
         conn.channels[channel] = None
         await ctx.join_local(conn, channel)
@@ -94,7 +95,8 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
         await _send_cached(ctx, conn, channel)
 
 
-async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, member: PresenceMember) -> None:
+async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, member: PresenceMember) -> bool:
+    """Join the member to the channel; False when the subscription was refused."""
     app = conn.app
     try:
         joined = await ctx.state.join_presence(
@@ -102,11 +104,11 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
         )
     except StateUnavailable:
         _refuse(conn, channel, SubscriptionError("ServerError", "Presence is unavailable; try again shortly.", 503))
-        return
+        return False
     if not joined.accepted:
         limit = app.limits.max_presence_members_per_channel
         _refuse(conn, channel, SubscriptionError("LimitReached", f"Presence channel is full ({limit} members).", 4100))
-        return
+        return False
     conn.channels[channel] = member
     await ctx.join_local(conn, channel)
     conn.send(messages.subscription_succeeded(channel, messages.presence_payload(joined.members)))
@@ -119,6 +121,7 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
             messages.member_added_data(member.user_id, member.user_info),
             except_socket=conn.socket_id,
         )
+    return True
 
 
 async def _confirm(ctx: NodeContext, conn: Connection, channel: str, member: PresenceMember | None) -> None:
