@@ -8,6 +8,7 @@ records), not from pusher-js's own member bookkeeping.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -211,6 +212,32 @@ async def test_presence_member_limit_refuses_a_new_user_with_limit_reached(
         within=0.3,
     )
     assert (await js.members("one", channel))["count"] == 2
+
+
+async def test_refused_presence_subscription_leaves_no_occupancy_behind(
+    js: JsClients, topology: Topology, crowded_auth: AuthServer
+) -> None:
+    channel = unique("presence-small")
+    await join(js, topology, crowded_auth, "one", 0, channel, user("one"))
+    await join(js, topology, crowded_auth, "two", 1, channel, user("two"))
+    await js.connect(
+        "three",
+        port=topology.ws_port(0),
+        key=crowded_auth.key,
+        auth_url=crowded_auth.channel_auth_url,
+        auth_params=user("three"),
+    )
+    await js.subscribe_error("three", channel)
+
+    for cid in ("one", "two", "three"):
+        await js.disconnect(cid)
+
+    sdk = topology.sdk(app_id=CROWDED["app_id"], key=CROWDED["key"], secret=CROWDED["secret"])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3
+    while (info := await asyncio.to_thread(sdk.channel_info, channel, ["subscription_count"]))["occupied"]:
+        assert loop.time() < deadline, f"{channel} still occupied after every socket left: {info}"
+        await asyncio.sleep(0.05)
 
 
 async def test_full_presence_channel_accepts_another_socket_of_a_present_user(
