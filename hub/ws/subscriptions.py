@@ -172,8 +172,11 @@ async def leave(ctx: NodeContext, conn: Connection, channel: str, member: Presen
     ctx.leave_local(conn, channel)
     app = conn.app
     try:
-        await ctx.state.leave_channel(app.id, channel)
+        if await ctx.state.leave_channel(app.id, channel) == 0:
+            ctx.webhooks.channel_vacated(app, channel)
+        ctx.count_changed(app, channel)
         if member is not None and await ctx.state.leave_presence(app.id, channel, member.user_id):
+            ctx.webhooks.member_removed(app, channel, member.user_id)
             await ctx.publish(
                 app, channel, "pusher_internal:member_removed", messages.member_removed_data(member.user_id)
             )
