@@ -201,6 +201,22 @@ class WebhookReceiver:
                 return
             await asyncio.sleep(_POLL_SECONDS)
 
+    async def expect_exactly(
+        self, count: int, *, within: float, path: str | None = None, **fields: Any
+    ) -> list[ReceivedEvent]:
+        """Assert that `count` matching events are delivered and no more arrive within `within` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            found = self.events(path=path, **fields)
+            if len(found) > count or (len(found) < count and time.monotonic() >= deadline):
+                raise AssertionError(
+                    f"{len(found)} webhook events matching {fields} (path {path}), expected exactly {count}; "
+                    f"received:\n{self.describe(path)}"
+                )
+            if time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(_POLL_SECONDS)
+
     def describe(self, path: str | None = None, count: int = 30) -> str:
         """The latest requests, one line each, for failure messages."""
         lines = [
