@@ -134,6 +134,16 @@ def start_ws_node(topology: Topology, port: int | None = None, *extra: str) -> M
     return process
 
 
+def start_ingest_node(topology: Topology, port: int | None = None, *extra: str) -> ManagedProcess:
+    """Start (or restart) a `hub ingest` node of a clustered topology and wait until it is ready."""
+    assert topology.redis is not None and topology.apps_file is not None
+    port = port or free_port()
+    process = _hub("ingest", port, topology.apps_file, "--redis-url", topology.redis.url, *extra)
+    topology.processes.append(process)
+    process.wait_ready(http_ready(f"http://{LOOPBACK}:{port}/ready"))
+    return process
+
+
 def start_cluster(
     redis: Any, workdir: Path | None = None, ws_nodes: int = 2, *, apps: Sequence[dict[str, Any]] = APPS
 ) -> Topology:
@@ -147,9 +157,7 @@ def start_cluster(
             port = free_port()
             topology.ws_processes.append(start_ws_node(topology, port))
             topology.ws_ports.append(port)
-        ingest = _hub("ingest", api_port, apps_file, "--redis-url", redis.url)
-        topology.processes.append(ingest)
-        ingest.wait_ready(http_ready(f"http://{LOOPBACK}:{api_port}/ready"))
+        start_ingest_node(topology, api_port)
     except BaseException:
         topology.close()
         raise
