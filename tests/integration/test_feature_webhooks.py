@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import statistics
 import time
 import uuid
@@ -26,10 +27,8 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
-from tests.support.ports import LOOPBACK
-from tests.support.processes import ManagedProcess, http_ready, hub_command
 from tests.support.requirements import require_executable
-from tests.support.topology import Topology, start_cluster, start_embedded, start_ws_node
+from tests.support.topology import Topology, start_cluster, start_embedded, start_ingest_node, start_ws_node
 from tests.support.webhook_receiver import ReceivedEvent, WebhookReceiver
 
 ALL_TYPES = [
@@ -404,27 +403,11 @@ async def restart_every_node(topology: Topology) -> None:
     """Crash both ws nodes (SIGKILL), stop the ingest node (SIGTERM), then start all three on their ports."""
     old = list(topology.processes)
     for process in old:
-        await process.stop_async(sig=9 if process in topology.ws_processes else 15)
+        await process.stop_async(sig=signal.SIGKILL if process in topology.ws_processes else signal.SIGTERM)
     topology.ws_processes.clear()
     for port in topology.ws_ports:
         topology.ws_processes.append(await asyncio.to_thread(start_ws_node, topology, port))
-    assert topology.redis is not None and topology.apps_file is not None
-    argv = hub_command(
-        "ingest",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(topology.api_port),
-        "--metrics-port",
-        "0",
-        "--apps-file",
-        str(topology.apps_file),
-        "--redis-url",
-        topology.redis.url,
-    )
-    ingest = ManagedProcess(argv, name=f"hub-ingest-{topology.api_port}").start()
-    topology.processes.append(ingest)
-    await ingest.wait_ready_async(http_ready(f"http://{LOOPBACK}:{topology.api_port}/ready"))
+    await asyncio.to_thread(start_ingest_node, topology, topology.api_port)
     for process in old:
         topology.processes.remove(process)
         process.close()
