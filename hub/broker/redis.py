@@ -6,9 +6,10 @@ Layout (``{p}`` is the deployment prefix):
 - ``{p}:{app_id}:#control``: the app's control messages (terminate user, watchlist); always subscribed.
 - ``{p}:#probe:{node_id}``: this node's liveness probe, published and expected back every few seconds.
 
-Payloads are ``Envelope.pack()`` bytes. Each node holds one dedicated pub/sub connection (a raw RESP
-protocol, see ``redis_pubsub``) and one redis-py pool for PUBLISH. Subscribes made in one event-loop
-turn share one SUBSCRIBE command and return once Redis confirmed it. Unsubscribes are applied by a
+Payloads are ``Envelope.pack()`` bytes. Each node holds two raw RESP connections (see ``redis_resp``):
+a dedicated pub/sub connection, and a command connection on which every PUBLISH is pipelined (written
+at once, its reply awaited), which also keeps the node's publishes in order. Subscribes made in one
+event-loop turn share one SUBSCRIBE command and return once Redis confirmed it. Unsubscribes are applied by a
 background task in batches; an unsubscribe waits ``unsubscribe_delay`` seconds and is cancelled by a
 re-subscribe meanwhile, so a socket that leaves and rejoins (page reload) costs no Redis commands.
 """
@@ -20,27 +21,23 @@ import contextlib
 import random
 import time
 from collections import deque
-from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from hub.broker.base import CONTROL_CHANNEL, Broker, BrokerUnavailable, MessageHandler, topic_of
 from hub.broker.envelope import Envelope, EnvelopeError
-from hub.broker.redis_pubsub import PubSubClosed, PubSubProtocol, RespError
+from hub.broker.redis_resp import ConnectionClosed, MessageCallback, RespError, RespProtocol
 from hub.metrics import Metrics
-from hub.redis_connection import create_client, open_connection, parse_redis_url
+from hub.redis_connection import open_connection, parse_redis_url
 
 # Channels per SUBSCRIBE/UNSUBSCRIBE command: big enough to resubscribe thousands of channels in a few
 # round trips, small enough that one command never blocks Redis noticeably (centrifuge uses 512 too).
 BATCH = 512
-# Publishes per pipeline: bounds one write's size while a burst drains.
-PUBLISH_BATCH = 1000
 INITIAL_BACKOFF = 0.05
 # A connection that lived this long (seconds) was a success: the next loss starts the backoff afresh.
 STABLE_CONNECTION = 1.0
 
-_REDIS_ERRORS = (RedisError, OSError, TimeoutError, RespError)
+_REDIS_ERRORS = (OSError, TimeoutError, RespError)  # ConnectionClosed is an OSError
 
 
 class RedisBroker(Broker):
@@ -78,7 +75,8 @@ class RedisBroker(Broker):
 
         self._probe_channel = f"{prefix}:#probe:{node_id}".encode()
         self._handler: MessageHandler | None = None
-        self._client = create_client(self._target, timeout=timeout, name=_client_name("hub-pub", node_id))
+        self._command: RespProtocol | None = None  # the PUBLISH connection, opened on first use
+        self._command_lock = asyncio.Lock()
 
         # Subscription bookkeeping; "active" means SUBSCRIBE was written on the current connection.
         self._permanent: set[bytes] = {self._probe_channel}
@@ -88,7 +86,7 @@ class RedisBroker(Broker):
         self._to_unsubscribe: dict[bytes, float] = {}  # name -> due time (monotonic)
         self._unsubscribe_queue: deque[tuple[float, bytes]] = deque()  # due times ascend: the delay is fixed
 
-        self._conn: PubSubProtocol | None = None  # set only while connected and subscribed
+        self._conn: RespProtocol | None = None  # set only while connected and subscribed
         # subscribe() callers wait on a batch future: the next one to be written, or the last one written
         # (a topic already written may still await Redis's confirmation).
         self._next_batch: asyncio.Future[None] | None = None
@@ -99,9 +97,6 @@ class RedisBroker(Broker):
         self._command_ok = True
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._sender: asyncio.Task[None] | None = None
-        self._outbox: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
-        self._outbox_ready = asyncio.Event()
 
     # Broker interface
 
@@ -114,9 +109,7 @@ class RedisBroker(Broker):
         for app_id in app_ids:
             self._permanent.add(self._topic(app_id, CONTROL_CHANNEL))
         self._wanted |= self._permanent
-        self._sender = asyncio.create_task(self._run_sender(), name="redis-broker-sender")
         self._tasks = [
-            self._sender,
             asyncio.create_task(self._run_connection(), name="redis-broker-connection"),
             asyncio.create_task(self._run_flusher(), name="redis-broker-flusher"),
             asyncio.create_task(self._run_probe(), name="redis-broker-probe"),
@@ -136,41 +129,23 @@ class RedisBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        self._sender = None
-        for _, _, waiter in self._outbox:
-            if not waiter.done():
-                waiter.set_exception(BrokerUnavailable("Redis broker closed"))
-        self._outbox.clear()
-        if self._conn is not None:
-            self._conn.abort()
+        for conn in (self._conn, self._command):
+            if conn is not None:
+                conn.abort()  # outstanding publishes fail with ConnectionClosed
+        self._command = None
         self._set_disconnected()
-        await self._client.aclose()
         self._handler = None
 
     async def publish(self, envelope: Envelope) -> None:
-        """PUBLISH the packed envelope on its topic; raise BrokerUnavailable unless Redis accepted it.
-
-        Publishes are queued for one sender task that writes everything queued meanwhile as one pipeline:
-        under load many publishes share a round trip, and order is kept across all publishes of the node.
-        """
+        """PUBLISH the packed envelope on its topic; raise BrokerUnavailable unless Redis accepted it."""
         app_id, channel = topic_of(envelope)
-        if self._sender is None or self._closing:
-            raise BrokerUnavailable("Redis broker is not running")
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((self._topic(app_id, channel), envelope.pack(), waiter))
-        self._outbox_ready.set()
         try:
-            async with asyncio.timeout(self._timeout):
-                await waiter
-        except (*_REDIS_ERRORS, BrokerUnavailable) as exc:
-            self._command_ok = False
+            await self._publish(self._topic(app_id, channel), envelope.pack())
+        except BrokerUnavailable as exc:
             if self._metrics is not None:
                 self._metrics.broker_publish_failures.inc()
-            self._log.warning("broker_publish_failed", app_id=app_id, channel=channel, error=repr(exc))
-            if isinstance(exc, BrokerUnavailable):
-                raise
-            raise BrokerUnavailable(f"Redis did not accept the publish: {exc!r}") from exc
-        self._command_ok = True
+            self._log.warning("broker_publish_failed", app_id=app_id, channel=channel, error=str(exc))
+            raise
 
     async def subscribe(self, app_id: str, channel: str) -> None:
         """Want the topic and return once Redis delivers it (at once while disconnected: applied on reconnect).
@@ -228,7 +203,7 @@ class RedisBroker(Broker):
                 assert conn is not None
                 self._flush(conn)
                 await conn.request(b"PING")
-        except (TimeoutError, PubSubClosed, RespError) as exc:
+        except (TimeoutError, ConnectionClosed, RespError) as exc:
             raise BrokerUnavailable(f"Redis pub/sub not reachable: {exc!r}") from exc
 
     @property
@@ -265,11 +240,11 @@ class RedisBroker(Broker):
         if self._metrics is not None:
             self._metrics.broker_subscribed_channels.set(count)
 
-    def _send_batched(self, conn: PubSubProtocol, command: bytes, names: list[bytes]) -> None:
+    def _send_batched(self, conn: RespProtocol, command: bytes, names: list[bytes]) -> None:
         for i in range(0, len(names), BATCH):
             conn.send(command, *names[i : i + BATCH])
 
-    def _flush(self, conn: PubSubProtocol) -> None:
+    def _flush(self, conn: RespProtocol) -> None:
         """Write pending SUBSCRIBEs and due UNSUBSCRIBEs on ``conn`` (synchronous: nothing interleaves)."""
         if self._to_subscribe:
             names = list(self._to_subscribe)
@@ -296,33 +271,53 @@ class RedisBroker(Broker):
                 self._send_batched(conn, b"UNSUBSCRIBE", due)
                 self._active.difference_update(due)
 
-    async def _run_sender(self) -> None:
-        """Write queued publishes as pipelines, one at a time, and settle each publisher's future."""
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                batch = self._outbox[:PUBLISH_BATCH]
-                del self._outbox[:PUBLISH_BATCH]
-                await self._send(batch)
+    async def _publish(self, name: bytes, payload: bytes) -> int:
+        """PUBLISH on the command connection within ``timeout``; the number of receivers Redis reports.
 
-    async def _send(self, batch: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
-        results: list[Any]
+        The command is written at once, so concurrent publishes pipeline on the one connection without
+        waiting for each other's replies, and Redis applies them in the order they were made.
+        """
+        if self._closing:
+            raise BrokerUnavailable("Redis broker is closed")
+        conn = self._command
         try:
-            if len(batch) == 1:
-                name, payload, _ = batch[0]
-                results = [await self._client.publish(name, payload)]
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for name, payload, _ in batch:
-                    pipe.publish(name, payload)
-                results = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:  # closing: nobody may wait for an answer that will not come
-            _settle(batch, [BrokerUnavailable("Redis broker closed")] * len(batch))
+            async with asyncio.timeout(self._timeout):
+                if conn is None or not conn.is_open:
+                    conn = await self._command_connection()
+                receivers = await conn.send_request(b"PUBLISH", name, payload)
+        except _REDIS_ERRORS as exc:
+            self._command_ok = False
+            if isinstance(exc, TimeoutError) and conn is not None and conn is self._command:
+                conn.abort()  # no reply within the timeout: treat the connection as dead, reconnect next time
+            raise BrokerUnavailable(f"Redis did not accept the publish: {exc!r}") from exc
+        self._command_ok = True
+        return int(receivers)
+
+    async def _command_connection(self) -> RespProtocol:
+        """The open command connection, connecting first if needed (one attempt at a time)."""
+        async with self._command_lock:
+            conn = self._command
+            if conn is None or not conn.is_open:
+                conn = await self._open(None, "hub-pub")
+                self._command = conn
+            return conn
+
+    async def _open(self, on_message: MessageCallback | None, role: str) -> RespProtocol:
+        """Connect, authenticate and name a raw connection (CLIENT LIST shows which node holds it)."""
+        on_count = self._on_count if on_message is not None else None
+        _, conn = await open_connection(
+            self._target, lambda: RespProtocol(on_message, on_count), connect_timeout=self._timeout
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._target.password is not None:
+                    auth = [self._target.username.encode()] if self._target.username else []
+                    await conn.request(b"AUTH", *auth, self._target.password.encode())
+                await conn.request(b"CLIENT", b"SETNAME", _client_name(role, self.node_id).encode())
+        except BaseException:
+            conn.abort()
             raise
-        except Exception as exc:  # any failure of the round trip fails every publish in it
-            results = [exc] * len(batch)
-        _settle(batch, results)
+        return conn
 
     async def _run_flusher(self) -> None:
         """Apply (un)subscribe requests in batches whenever woken or an unsubscribe falls due."""
@@ -336,21 +331,15 @@ class RedisBroker(Broker):
             self._wake.clear()
             conn = self._conn
             if conn is not None:
-                # On PubSubClosed the connection task notices the loss and resubscribes everything on reconnect.
-                with contextlib.suppress(PubSubClosed):
+                # On ConnectionClosed the connection task notices the loss and resubscribes everything on reconnect.
+                with contextlib.suppress(ConnectionClosed):
                     self._flush(conn)
 
-    async def _connect(self) -> PubSubProtocol:
-        """Open, authenticate and subscribe every wanted topic; return once Redis confirmed it all."""
-        _, conn = await open_connection(
-            self._target, lambda: PubSubProtocol(self._on_message, self._on_count), connect_timeout=self._timeout
-        )
+    async def _connect(self) -> RespProtocol:
+        """Open the pub/sub connection and subscribe every wanted topic; return once Redis confirmed it all."""
+        conn = await self._open(self._on_message, "hub-sub")
         try:
             async with asyncio.timeout(self._timeout):
-                if self._target.password is not None:
-                    auth = [self._target.username.encode()] if self._target.username else []
-                    await conn.request(b"AUTH", *auth, self._target.password.encode())
-                await conn.request(b"CLIENT", b"SETNAME", _client_name("hub-sub", self.node_id).encode())
                 # A fresh connection holds no subscriptions: everything wanted is subscribed again, and
                 # delayed unsubscribes pending on the old connection have nothing left to undo.
                 self._to_subscribe.clear()
@@ -377,7 +366,7 @@ class RedisBroker(Broker):
         while True:
             try:
                 conn = await self._connect()
-            except (*_REDIS_ERRORS, PubSubClosed) as exc:
+            except (*_REDIS_ERRORS, ConnectionClosed) as exc:
                 delay = backoff * random.uniform(0.5, 1.0)  # jitter: nodes must not reconnect in lockstep
                 self._log.warning("broker_connect_failed", error=repr(exc), retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
@@ -425,13 +414,10 @@ class RedisBroker(Broker):
                 continue
             self._probe_seen.clear()
             try:
-                async with asyncio.timeout(self._timeout):
-                    receivers = await self._client.publish(self._probe_channel, b"probe")
-            except _REDIS_ERRORS as exc:
-                self._command_ok = False
-                self._log.warning("broker_probe_publish_failed", error=repr(exc))
+                receivers = await self._publish(self._probe_channel, b"probe")
+            except BrokerUnavailable as exc:
+                self._log.warning("broker_probe_publish_failed", error=str(exc))
                 continue
-            self._command_ok = True
             if receivers == 0:
                 self._log.warning("broker_probe_unsubscribed", hint="Redis lost our subscription; reconnecting")
                 conn.abort()
@@ -443,17 +429,6 @@ class RedisBroker(Broker):
                 if conn is self._conn:
                     self._log.warning("broker_probe_timeout", timeout=self._probe_timeout, hint="reconnecting")
                     conn.abort()
-
-
-def _settle(batch: list[tuple[bytes, bytes, asyncio.Future[None]]], results: list[Any]) -> None:
-    """Resolve each publisher's future with its PUBLISH result (an exception fails that publish)."""
-    for (_, _, waiter), result in zip(batch, results, strict=True):
-        if waiter.done():  # the publisher timed out already
-            continue
-        if isinstance(result, BaseException):
-            waiter.set_exception(result)
-        else:
-            waiter.set_result(None)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -1,4 +1,4 @@
-"""The broker's RESP2 pub/sub parser: every split of the byte stream yields the same messages and replies."""
+"""The broker's RESP2 parser: every split of the byte stream yields the same messages and replies."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hub.broker.redis_pubsub import PubSubClosed, PubSubProtocol, RespError, encode_command, parse_value
+from hub.broker.redis_resp import ConnectionClosed, RespError, RespProtocol, encode_command, parse_value
 
 
 class FakeTransport(asyncio.Transport):
@@ -54,11 +54,11 @@ EXPECTED = [
 ]
 
 
-async def feed(chunks: list[bytes]) -> tuple[list[tuple[bytes, bytes]], list[int], list[Any], PubSubProtocol]:
+async def feed(chunks: list[bytes]) -> tuple[list[tuple[bytes, bytes]], list[int], list[Any], RespProtocol]:
     """Run chunks through a protocol with two requests outstanding; return messages, counts and replies."""
     messages: list[tuple[bytes, bytes]] = []
     counts: list[int] = []
-    protocol = PubSubProtocol(lambda c, p: messages.append((c, p)), counts.append)
+    protocol = RespProtocol(lambda c, p: messages.append((c, p)), counts.append)
     protocol.connection_made(FakeTransport())
     ping = protocol.send_request(b"PING")
     auth = protocol.send_request(b"AUTH", b"pw")
@@ -93,7 +93,7 @@ async def test_stream_split_at_every_position_in_two_reads() -> None:
 
 
 async def test_error_reply_fails_its_request() -> None:
-    protocol = PubSubProtocol(lambda c, p: None)
+    protocol = RespProtocol(lambda c, p: None)
     protocol.connection_made(FakeTransport())
     auth = protocol.send_request(b"AUTH", b"bad")
     protocol.data_received(b"-WRONGPASS invalid username-password pair\r\n")
@@ -103,7 +103,7 @@ async def test_error_reply_fails_its_request() -> None:
 
 async def test_unexpected_error_drops_the_connection() -> None:
     transport = FakeTransport()
-    protocol = PubSubProtocol(lambda c, p: None)
+    protocol = RespProtocol(lambda c, p: None)
     protocol.connection_made(transport)
     protocol.data_received(b"-NOPERM no permissions to access a channel\r\n")
     assert transport.aborted
@@ -111,21 +111,21 @@ async def test_unexpected_error_drops_the_connection() -> None:
 
 async def test_garbage_drops_the_connection_and_fails_waiters() -> None:
     transport = FakeTransport()
-    protocol = PubSubProtocol(lambda c, p: None)
+    protocol = RespProtocol(lambda c, p: None)
     protocol.connection_made(transport)
     ping = protocol.send_request(b"PING")
     protocol.data_received(b"?what\r\n")
     assert transport.aborted
-    with pytest.raises(PubSubClosed):
+    with pytest.raises(ConnectionClosed):
         ping.result()
 
 
 async def test_connection_lost_fails_waiters_and_resolves_closed() -> None:
-    protocol = PubSubProtocol(lambda c, p: None)
+    protocol = RespProtocol(lambda c, p: None)
     protocol.connection_made(FakeTransport())
     ping = protocol.send_request(b"PING")
     protocol.connection_lost(None)
-    with pytest.raises(PubSubClosed):
+    with pytest.raises(ConnectionClosed):
         ping.result()
     assert protocol.closed.done()
 

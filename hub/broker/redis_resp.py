@@ -1,14 +1,16 @@
-"""One raw Redis pub/sub connection: RESP2 commands out, pushed messages parsed straight into a callback.
+"""One raw Redis connection speaking RESP2: commands out, replies and pushed messages parsed in one pass.
 
-Why not redis-py's ``PubSub``: receiving is the hot path of every ws node, and ``PubSub.get_message``
-costs one await, a lock and a dict per message. This protocol parses whole TCP reads in one synchronous
-pass inside ``data_received`` and hands each message to the callback without awaiting. Measured on the
-dev box (100 000 msgpack envelopes of ~60 bytes published from another process, receiver CPU time per
-message, including ``msgpack.unpackb``): redis-py ``PubSub`` 16.2 us, this protocol 1.7 us.
+The broker uses two: a pub/sub connection (SUBSCRIBE, then pushed messages) and a command connection
+(PUBLISH). Why not redis-py: receiving is the hot path of every ws node, and ``PubSub.get_message`` costs
+one await, a lock and a dict per message. This protocol parses whole TCP reads synchronously inside
+``data_received`` and hands each message to the callback without awaiting. Measured on the dev box
+(100 000 msgpack envelopes of ~60 bytes published from another process, receiver CPU time per message,
+including ``msgpack.unpackb``): redis-py ``PubSub`` 16.2 us, this protocol 1.7 us. Publishing likewise
+writes the command and awaits one future: no pool checkout, no per-reply parser coroutine.
 
-The connection speaks RESP2 (no HELLO), where a pushed message is ``*3 $7 message $<channel> $<payload>``
-and ``PING`` in subscribed mode answers ``*2 $4 pong $0``. Everything that is not a push is the reply to
-the oldest outstanding ``request``, since Redis answers a connection's commands in order.
+RESP2 only (no HELLO): a pushed message is ``*3 $7 message $<channel> $<payload>`` and ``PING`` in
+subscribed mode answers ``*2 $4 pong $0``. Everything that is not a push is the reply to the oldest
+outstanding request, since Redis answers a connection's commands in order, so requests pipeline freely.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ _MESSAGE_HEAD_LEN = len(_MESSAGE_HEAD)
 _SUBSCRIPTION_KINDS = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe")
 
 
+def _ignore(channel: bytes, payload: bytes) -> None:
+    """Message callback of connections that never subscribe."""
+
+
 class RespError(Exception):
     """An error reply (``-ERR ...``) from Redis."""
 
 
-class PubSubClosed(ConnectionError):
-    """The pub/sub connection was lost or closed before a reply arrived."""
+class ConnectionClosed(ConnectionError):
+    """The connection was lost or closed before a reply arrived."""
 
 
 def encode_command(*args: bytes) -> bytes:
@@ -88,11 +94,11 @@ def parse_value(buf: bytes, pos: int) -> tuple[Any, int] | None:
     raise ValueError(f"not a RESP2 type byte: {bytes([kind])!r}")
 
 
-class PubSubProtocol(asyncio.Protocol):
-    """asyncio protocol for one pub/sub connection; see the module docstring for why it parses RESP itself."""
+class RespProtocol(asyncio.Protocol):
+    """asyncio protocol for one Redis connection; see the module docstring for why it parses RESP itself."""
 
-    def __init__(self, on_message: MessageCallback, on_count: CountCallback | None = None) -> None:
-        self._on_message = on_message
+    def __init__(self, on_message: MessageCallback | None = None, on_count: CountCallback | None = None) -> None:
+        self._on_message = on_message or _ignore
         self._on_count = on_count
         self._transport: asyncio.Transport | None = None
         self._waiters: deque[asyncio.Future[Any]] = deque()
@@ -114,7 +120,7 @@ class PubSubProtocol(asyncio.Protocol):
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(PubSubClosed("Redis pub/sub connection lost"))
+                waiter.set_exception(ConnectionClosed("Redis connection lost"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -131,7 +137,7 @@ class PubSubProtocol(asyncio.Protocol):
             pos, need = self._parse(data)
         except (ValueError, IndexError) as exc:
             # Bytes we cannot frame: the stream is unusable, so drop the connection and let the owner reconnect.
-            self._fail(PubSubClosed(f"unparseable data from Redis: {exc}"))
+            self._fail(ConnectionClosed(f"unparseable data from Redis: {exc}"))
             return
         if pos < len(data):
             rest = data[pos:]
@@ -192,7 +198,7 @@ class PubSubProtocol(asyncio.Protocol):
             return
         if isinstance(value, RespError):
             # An error nobody waits for (e.g. a refused SUBSCRIBE): the subscription state is now unknown.
-            self._fail(PubSubClosed(f"Redis refused a pub/sub command: {value}"))
+            self._fail(ConnectionClosed(f"Redis refused a command nobody waits for: {value}"))
 
     def _fail(self, exc: Exception) -> None:
         while self._waiters:
@@ -211,7 +217,7 @@ class PubSubProtocol(asyncio.Protocol):
     def send(self, *args: bytes) -> None:
         """Write a command whose replies are pushes (SUBSCRIBE, UNSUBSCRIBE); never waits."""
         if self._transport is None:
-            raise PubSubClosed("Redis pub/sub connection is closed")
+            raise ConnectionClosed("Redis connection is closed")
         self._transport.write(encode_command(*args))
 
     def send_request(self, *args: bytes) -> asyncio.Future[Any]:
