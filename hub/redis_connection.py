@@ -8,8 +8,9 @@ Supported URLs (the same forms redis-py and redis-cli accept):
   ``ssl_check_hostname=true|false`` (default true when certificates are verified)
 - ``unix:///path/to/redis.sock[?db=N]``
 
-``db`` may also be given as a query option. Both the command client (redis-py) and the broker's raw
-pub/sub connection are built from one parsed ``RedisTarget``, so they always agree on where they go.
+``db`` may also be given as a query option. The state's redis-py client and the broker's raw connections
+are built from one parsed ``RedisTarget``, so they always agree on where they go. (Pub/sub ignores the
+database number: channels are global to the server, which is why keys and channels carry the prefix.)
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ async def open_connection(
 ) -> tuple[asyncio.Transport, P]:
     """Open a raw transport to the server (TCP, TLS or unix socket) driven by ``protocol_factory``'s protocol.
 
-    Used for the broker's pub/sub connection, which parses RESP itself for speed; authentication is the
+    Used for the broker's connections, which parse RESP themselves for speed; authentication is the
     protocol's first exchange, not done here.
     """
     loop = asyncio.get_running_loop()
