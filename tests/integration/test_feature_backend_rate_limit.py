@@ -1,0 +1,110 @@
+"""`max_backend_events_per_second`: publishes past an app's limit get HTTP 429 with a JSON error, never a silent drop.
+
+The limit is counted across the cluster: on the cluster topology the requests alternate between two
+`hub ingest` nodes. A publish counts once per channel, as Pusher counts messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from pusher.http import make_query_string
+from pusher.signature import sign
+
+from tests.support.js_clients import JsClients
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.requirements import require_executable
+from tests.support.topology import Topology, start_cluster, start_embedded, start_ingest_node
+
+LIMIT = 5
+LIMITED: dict[str, Any] = {"id": "61", "key": "limited-key", "secret": "limited-secret"}
+FANOUT: dict[str, Any] = {"id": "62", "key": "fanout-key", "secret": "fanout-secret"}
+
+
+@pytest.fixture(scope="module", params=["embedded", "cluster"])
+def topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """A deployment serving the limited apps; the cluster gets a second ingest node."""
+    apps = [{**app, "max_backend_events_per_second": LIMIT} for app in (LIMITED, FANOUT)]
+    if request.param == "embedded":
+        running = start_embedded(apps=apps)
+    else:
+        require_executable("redis-server")
+        from tests.support.redis_server import RedisServer
+
+        running = start_cluster(RedisServer().start(), apps=apps)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="module")
+def api_ports(topology: Topology) -> list[int]:
+    """Every HTTP API port of the topology: one for `hub serve`, two ingest nodes on the cluster."""
+    if not topology.clustered:
+        return [topology.api_port]
+    second = free_port()
+    start_ingest_node(topology, second)
+    return [topology.api_port, second]
+
+
+def unique(prefix: str) -> str:
+    """A channel name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def publish(port: int, app: dict[str, Any], channels: list[str], n: int) -> tuple[int, dict[str, str], Any]:
+    """POST /apps/{id}/events signed as the SDK signs; returns status, headers and the JSON body."""
+    path = f"/apps/{app['id']}/events"
+    raw = json.dumps({"name": "tick", "data": json.dumps({"n": n}), "channels": channels}).encode()
+    params = {
+        "auth_key": app["key"],
+        "auth_timestamp": str(int(time.time())),
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(raw).hexdigest(),
+    }
+    params["auth_signature"] = sign(app["secret"], "\n".join(["POST", path, make_query_string(params)]))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://{LOOPBACK}:{port}{path}", params=params, data=raw, headers={"Content-Type": "application/json"}
+        ) as response,
+    ):
+        return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+async def test_backend_events_past_the_per_second_limit_get_429_with_a_json_error_and_retry_after(
+    topology: Topology, api_ports: list[int], js: JsClients
+) -> None:
+    channel = unique("ticker")
+    await js.connect("a", port=topology.ws_port(1), key=LIMITED["key"])
+    await js.subscribe("a", channel)
+
+    answers = [await publish(api_ports[n % len(api_ports)], LIMITED, [channel], n) for n in range(LIMIT + 1)]
+
+    assert [status for status, _, _ in answers] == [200] * LIMIT + [429]
+    _, headers, body = answers[-1]
+    assert body == {"error": f"Too many events: the app may publish {LIMIT} per second.", "code": 429}
+    assert headers["Content-Type"].startswith("application/json")
+    retry_after = float(headers["Retry-After"])
+    assert 0 < retry_after <= 60
+    for n in range(LIMIT):
+        await js.wait_for("a", source="channel", channel=channel, event="tick", data={"n": n})
+    await js.expect_none("a", source="channel", event="tick", data={"n": LIMIT}, within=0.3)
+
+
+async def test_a_publish_to_several_channels_counts_once_per_channel(topology: Topology, api_ports: list[int]) -> None:
+    channels = [unique("wide") for _ in range(3)]
+
+    first = await publish(api_ports[0], FANOUT, channels, 0)
+    second = await publish(api_ports[-1], FANOUT, channels, 1)
+
+    assert first[0] == 200
+    assert second[0] == 429, f"{2 * len(channels)} channel publishes within a second passed a limit of {LIMIT}"
