@@ -249,7 +249,8 @@ class RedisClusterState(ClusterState):
 
     async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
         """The cached event and its remaining whole seconds (at least 1), or None."""
-        pipe = self._client.pipeline(transaction=True)
+        # One round trip, no MULTI: if the key expires between GET and PTTL, PTTL says -2 and we miss.
+        pipe = self._client.pipeline(transaction=False)
         key = self._cache_key(app_id, channel)
         pipe.get(key)
         pipe.pttl(key)
@@ -267,7 +268,10 @@ class RedisClusterState(ClusterState):
         return bool(await self._run("heartbeat", self._heartbeat(keys=keys, args=[self.node_id])))
 
     async def reap_dead_nodes(self, silence: float) -> Departures:
-        """Remove the share of every other node silent for ``silence`` s; empty if another reaper is at work."""
+        """Remove the share of every other node silent for ``silence`` s; empty if another reaper is at work.
+
+        Raises StateUnavailable only if nothing was removed; a failure midway returns what was removed.
+        """
         departures = Departures()
         token = secrets.token_hex(8)
         locked = await self._run("reap_lock", self._client.set(self._lock_key, token, nx=True, px=REAPER_LOCK_MS))
@@ -279,7 +283,8 @@ class RedisClusterState(ClusterState):
             dead = [_text(n) for n in await self._run("reap_claim", self._claim_dead(keys=keys, args=args))]
             for node in dead:
                 self._log.warning("state_reaping_node", dead_node=node, silence=silence)
-                await self._drain(node, departures)
+                if not await self._drain(node, departures):
+                    break
         finally:
             # Best effort: if this fails the lock simply expires after REAPER_LOCK_MS.
             try:
@@ -312,33 +317,44 @@ class RedisClusterState(ClusterState):
         await self._run("resync", self._resync(keys=keys, args=args))
 
     async def withdraw(self) -> Departures:
-        """Remove this node's whole share (graceful shutdown) and report the transitions it caused."""
+        """Remove this node's whole share (graceful shutdown) and report the transitions it caused.
+
+        If Redis fails midway, the transitions made so far are returned and a reaper removes the rest.
+        """
         departures = Departures()
         keys = [self._nodes_key, self._reaping_key]
         await self._run("withdraw", self._claim_self(keys=keys, args=[self.node_id]))
         await self._drain(self.node_id, departures)
         return departures
 
-    async def _drain(self, node: str, out: Departures) -> None:
-        """Subtract a claimed node's share from the totals in batches, collecting the transitions."""
+    async def _drain(self, node: str, out: Departures) -> bool:
+        """Subtract a claimed node's share from the totals in batches, collecting the transitions into ``out``.
+
+        Returns False if Redis failed midway. The transitions applied so far are in ``out`` and must still
+        be announced, so the failure is logged rather than raised; the node stays claimed in
+        ``{p}:#reaping`` and a later reaper finishes it (see ABANDONED_REAP_MS).
+        """
         shares = [self._share_key(node, kind) for kind in SHARE_KINDS]
-        while True:
-            for kind, share in zip(SHARE_KINDS, shares, strict=True):
-                while True:
-                    args: list[str | int] = [self._prefix, node, kind, DRAIN_BATCH]
-                    result = await self._run("drain", self._drain_share(keys=[self._reaping_key, share], args=args))
-                    status = int(result[0])
-                    if status == -1:
-                        self._log.info("state_reap_cancelled", dead_node=node, reason="node resynced")
-                        return
-                    if status == 0:
-                        break
-                    _collect(kind, result[1:], out)
-            finished = await self._run(
-                "drain_finish", self._finish_drain(keys=[self._reaping_key, *shares], args=[node])
-            )
-            if finished:
-                return
+        try:
+            while True:
+                for kind, share in zip(SHARE_KINDS, shares, strict=True):
+                    while True:
+                        args: list[str | int] = [self._prefix, node, kind, DRAIN_BATCH]
+                        keys = [self._reaping_key, share]
+                        result = await self._run("drain", self._drain_share(keys=keys, args=args))
+                        status = int(result[0])
+                        if status == -1:
+                            self._log.info("state_reap_cancelled", dead_node=node, reason="node resynced")
+                            return True
+                        if status == 0:
+                            break
+                        _collect(kind, result[1:], out)
+                keys = [self._reaping_key, *shares]
+                if await self._run("drain_finish", self._finish_drain(keys=keys, args=[node])):
+                    return True
+        except StateUnavailable:
+            self._log.warning("state_drain_interrupted", drained_node=node, hint="a later reaper finishes it")
+            return False
 
     @property
     def healthy(self) -> bool:

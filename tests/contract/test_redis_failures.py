@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from hub.broker.base import BrokerUnavailable
 from hub.broker.envelope import Envelope, Kind, event_envelope
@@ -356,3 +357,26 @@ async def test_after_redis_lost_its_data_heartbeat_asks_for_resync_which_restore
     assert await a.presence_members(APP, "presence-room") == {"u1": {"name": "Ann"}}
     assert await a.heartbeat() is True
     assert a.healthy and b.healthy
+
+
+async def test_a_reaping_abandoned_midway_is_finished_by_a_later_reaper(
+    server: RedisServer, started: list[Any]
+) -> None:
+    a = RedisClusterState(server.url, PREFIX, "a", timeout=TIMEOUT)
+    b = RedisClusterState(server.url, PREFIX, "b", timeout=TIMEOUT)
+    started += [a, b]
+    await a.start()
+    await b.start()
+    await b.join_channel(APP, "only-b")
+    await b.join_presence(APP, "presence-room", "u1", None, 100)
+    # What a reaper that died right after claiming B leaves behind: B claimed long ago, share untouched.
+    raw = aioredis.Redis.from_url(server.url)
+    try:
+        await raw.zrem(f"{PREFIX}:#nodes", "b")
+        await raw.zadd(f"{PREFIX}:#reaping", {"b": int(time.time() * 1000) - 120_000})
+    finally:
+        await raw.aclose()
+    departures = await a.reap_dead_nodes(silence=10.0)
+    assert departures.vacated == [(APP, "only-b")]
+    assert departures.members_removed == [(APP, "presence-room", "u1")]
+    assert await a.channels(APP) == {}
