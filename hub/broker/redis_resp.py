@@ -6,7 +6,9 @@ one await, a lock and a dict per message. This protocol parses whole TCP reads s
 ``data_received`` and hands each message to the callback without awaiting. Measured on the dev box
 (100 000 msgpack envelopes of ~60 bytes published from another process, receiver CPU time per message,
 including ``msgpack.unpackb``): redis-py ``PubSub`` 16.2 us, this protocol 1.7 us. Publishing likewise
-writes the command and awaits one future: no pool checkout, no per-reply parser coroutine.
+writes the command and awaits one future: no pool checkout, no per-reply parser coroutine (38 us per
+sequential publish against 78 us with redis-py). Coarse guard in the suite:
+``tests/contract/test_broker_contract.py::test_receive_path_handles_a_burst_quickly``.
 
 RESP2 only (no HELLO): a pushed message is ``*3 $7 message $<channel> $<payload>`` and ``PING`` in
 subscribed mode answers ``*2 $4 pong $0``. Everything that is not a push is the reply to the oldest
