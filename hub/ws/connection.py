@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from hub.apps import App
 from hub.protocol.errors import PusherError
@@ -26,6 +27,7 @@ class Connection:
 
     __slots__ = (
         "_on_slow",
+        "_sent",
         "app",
         "channels",
         "closing",
@@ -49,6 +51,7 @@ class Connection:
         transport: asyncio.Transport,
         send_limit: int,
         on_slow: Callable[[Connection], None],
+        sent: tuple[Counter, Counter],
     ) -> None:
         self.socket_id = socket_id
         self.app = app
@@ -56,6 +59,7 @@ class Connection:
         self.transport = transport
         self.send_limit = send_limit
         self._on_slow = on_slow
+        self._sent = sent
         self.channels: dict[str, PresenceMember | None] = {}
         self.user: SignedInUser | None = None
         self.closing = False
@@ -77,8 +81,12 @@ class Connection:
             self._on_slow(self)
 
     def send(self, text: str) -> None:
-        """Queue a JSON text frame."""
-        self.write(text_frame(text.encode()))
+        """Queue a JSON text frame meant for this socket alone (fan-out counts its own frames in bulk)."""
+        frame = text_frame(text.encode())
+        self.write(frame)
+        messages, sent_bytes = self._sent
+        messages.inc()
+        sent_bytes.inc(len(frame))
 
     def send_error(self, error: PusherError) -> None:
         """Tell the client about an error with ``pusher:error`` (the socket stays open)."""

@@ -114,7 +114,15 @@ class WsNode:
             await ws.send_str(messages.error_frame(refusal))
             await ws.close(code=refusal.code, message=refusal.message.encode()[:120])
             return ws
-        conn = Connection(new_socket_id(), app, ws, transport, settings.max_send_buffer_kb * 1024, self._on_slow)
+        conn = Connection(
+            new_socket_id(),
+            app,
+            ws,
+            transport,
+            settings.max_send_buffer_kb * 1024,
+            self._on_slow,
+            (self.ctx.metrics.ws_messages_sent.labels(app.id), self.ctx.metrics.ws_sent_bytes.labels(app.id)),
+        )
         self.connections[conn.socket_id] = conn
         self._all_closed.clear()
         metrics = self.ctx.metrics
@@ -241,10 +249,10 @@ class WsNode:
         if conns:
             log.info("drain_started", sockets=len(conns), seconds=seconds)
             step = seconds / len(conns)
-            for conn in conns:
-                self.close_soon(conn, CloseCode.RECONNECT, "Server is shutting down; reconnect shortly.", "drain")
-                if step > 0:
+            for index, conn in enumerate(conns):
+                if index and step > 0:
                     await asyncio.sleep(step)
+                self.close_soon(conn, CloseCode.RECONNECT, "Server is shutting down; reconnect shortly.", "drain")
         if self.connections:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_closed.wait(), timeout=5.0)

@@ -83,14 +83,16 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
     except InvalidUserData as exc:
         _refuse(conn, channel, SubscriptionError("AuthError", str(exc), 400))
         return
+    # The socket is counted before it is told it succeeded, so a channel query made after
+    # subscription_succeeded (e.g. by the app's backend) already sees it.
     if member is not None:
         if not await _join_presence(ctx, conn, channel, member):
             return  # refused: counts nothing, so no occupancy is left behind
     else:
         conn.channels[channel] = None
         await ctx.join_local(conn, channel)
+        await _count_join(ctx, conn, channel)
         conn.send(messages.subscription_succeeded(channel))
-    await _count_join(ctx, conn, channel)
     if kind.cache:
         await _send_cached(ctx, conn, channel)
 
@@ -111,6 +113,7 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
         return False
     conn.channels[channel] = member
     await ctx.join_local(conn, channel)
+    await _count_join(ctx, conn, channel)
     conn.send(messages.subscription_succeeded(channel, messages.presence_payload(joined.members)))
     if joined.first:
         ctx.webhooks.member_added(app, channel, member.user_id)

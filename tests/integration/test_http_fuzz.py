@@ -397,11 +397,6 @@ async def test_malformed_http_api_requests_get_4xx_json_errors_and_the_server_ke
     await assert_still_serving(served, js)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub/logging.py renders stdlib records (aiohttp's 'Error handling request' with its traceback) "
-    "as plain text, so a client's malformed request breaks the JSON-lines log stream",
-)
 async def test_logs_stay_json_lines_when_a_client_sends_a_body_that_does_not_decompress(served: Served) -> None:
     connector = aiohttp.TCPConnector(force_close=True)
     async with (
