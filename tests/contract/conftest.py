@@ -162,6 +162,7 @@ class BrokerCluster:
                 metrics,
                 timeout=TIMEOUT,
                 unsubscribe_delay=UNSUBSCRIBE_DELAY,
+                probe_interval=60.0,  # keeps Redis command counts exact; probing is tested in test_redis_failures
             )
         await broker.start(handler, app_ids)
         self.started.append(broker)
