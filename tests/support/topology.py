@@ -90,7 +90,7 @@ class Topology:
         for process in reversed(self.processes):
             process.close()
         if self.redis is not None:
-            self.redis.stop()
+            self.redis.close()
 
 
 def _hub(role: str, port: int, apps_file: Path, *extra: str) -> ManagedProcess:
