@@ -110,3 +110,8 @@ def event_envelope(
         published_at=time.time(),
         user_id=user_id,
     )
+
+
+def user_envelope(kind: Kind, app_id: str, user_id: str, data: Any, *, origin_node: str) -> Envelope:
+    """A control envelope about one user (terminate its sockets, or its online status in ``data``)."""
+    return Envelope(kind, app_id, "", "", data, origin_node=origin_node, published_at=time.time(), user_id=user_id)

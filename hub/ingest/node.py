@@ -12,9 +12,9 @@ from aiohttp import web
 
 from hub.apps import App, AppRegistry
 from hub.broker.base import Broker, BrokerUnavailable
-from hub.broker.envelope import Envelope, Kind, event_envelope
+from hub.broker.envelope import Kind, event_envelope, user_envelope
 from hub.config import Settings
-from hub.ingest.requests import MAX_BODY_BYTES, VerifiedRequest, error_response, verify
+from hub.ingest.requests import VerifiedRequest, error_response, verify
 from hub.metrics import Metrics
 from hub.protocol.api import TriggerEvent, load_json_object, parse_batch, parse_event, parse_info, parse_trigger
 from hub.protocol.channels import (
@@ -237,22 +237,10 @@ class IngestNode:
         problem = user_id_error(user_id)
         if problem:
             raise ApiError(400, problem)
-        envelope = Envelope(
-            Kind.TERMINATE_USER,
-            verified.app.id,
-            "",
-            "",
-            None,
-            origin_node=self.settings.node_id,
-            published_at=time.time(),
-            user_id=user_id,
-        )
+        envelope = user_envelope(Kind.TERMINATE_USER, verified.app.id, user_id, None, origin_node=self.settings.node_id)
         try:
             await self.broker.publish(envelope)
         except BrokerUnavailable:
             self.metrics.broker_publish_failures.inc()
             raise ApiError(503, "The request could not be published: broker unavailable.") from None
         return {}
-
-
-__all__ = ["MAX_BODY_BYTES", "IngestNode"]

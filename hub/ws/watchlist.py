@@ -7,13 +7,11 @@ local watchers of that user.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from hub.apps import App
 from hub.broker.base import BrokerUnavailable
-from hub.broker.envelope import Envelope, Kind
+from hub.broker.envelope import Envelope, Kind, user_envelope
 from hub.protocol import messages
 from hub.state.base import StateUnavailable
 from hub.ws.connection import Connection
@@ -73,16 +71,7 @@ class Watchlists:
         """Publish a user's online/offline transition to every node (for apps with watchlist events)."""
         if not app.enable_watchlist_events:
             return
-        envelope = Envelope(
-            Kind.USER_PRESENCE,
-            app.id,
-            "",
-            "",
-            online,
-            origin_node=self._ctx.node_id,
-            published_at=time.time(),
-            user_id=user_id,
-        )
+        envelope = user_envelope(Kind.USER_PRESENCE, app.id, user_id, online, origin_node=self._ctx.node_id)
         try:
             await self._ctx.broker.publish(envelope)
         except BrokerUnavailable:
