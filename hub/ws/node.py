@@ -168,6 +168,11 @@ class WsNode:
         except InvalidMessage as exc:
             self.ctx.metrics.client_errors.labels(str(exc.error.code)).inc()
             conn.send_error(exc.error)
+        except Exception:
+            # A bug in one handler must cost one message, not the socket and every subscription on it.
+            log.exception("message_handler_failed", **conn.describe())
+            self.ctx.metrics.client_errors.labels("internal").inc()
+            conn.send_error(PusherError(CloseCode.RECONNECT, "Internal server error while handling the message."))
 
     async def _on_ping(self, conn: Connection, message: ClientMessage) -> None:
         conn.send(messages.PONG)
