@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The Python SDK only accepts numeric app ids, so the quick-start app is "1" unless PUSHER_APP_ID says otherwise.
 run: $(STAMP)
-	$(BIN)/hub serve
+	PUSHER_APP_ID=$${PUSHER_APP_ID:-1} $(BIN)/hub serve
 
 # redis-server is a real dependency of the cluster tests; install it from Debian when it is missing.
 system-deps:
