@@ -101,7 +101,6 @@ class WebhookReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -115,7 +114,6 @@ class WebhookReceiver:
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name=f"webhook-receiver-{self.port}", daemon=True)
         self._thread.start()
-        self._call(self._setup())
         self.up()
         return self
 
@@ -124,7 +122,7 @@ class WebhookReceiver:
         loop = self._loop
         if loop is None:
             return
-        self._call(self._cleanup())
+        self._call(self._stop_site())
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -231,27 +229,22 @@ class WebhookReceiver:
         assert self._loop is not None, "receiver not started"
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
-    async def _setup(self) -> None:
+    async def _start_site(self) -> None:
+        if self._runner is not None:
+            return
         app = web.Application()
         app.router.add_post("/{path:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-
-    async def _start_site(self) -> None:
-        if self._site is not None or self._runner is None:
-            return
-        self._site = web.TCPSite(self._runner, LOOPBACK, self.port, reuse_address=True)
-        await self._site.start()
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        await web.TCPSite(runner, LOOPBACK, self.port, reuse_address=True).start()
+        self._runner = runner
 
     async def _stop_site(self) -> None:
-        site, self._site = self._site, None
-        if site is not None:
-            await site.stop()
-
-    async def _cleanup(self) -> None:
-        await self._stop_site()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        # The whole runner goes: stopping only the listening socket would keep serving the hub's pooled
+        # keep-alive connections, which is not what a backend that is down does.
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     def _answer_status(self, path: str) -> int:
         with self._lock:
