@@ -27,9 +27,9 @@ from tests.support.requirements import require_executable
 from tests.support.topology import Topology, start_cluster, start_embedded
 
 # Watchlist events on; sign-in optional.
-USERS = {"id": "31", "key": "users-key", "secret": "users-secret", "enable_watchlist_events": True}
+USERS: dict[str, Any] = {"id": "31", "key": "users-key", "secret": "users-secret", "enable_watchlist_events": True}
 # Sockets must sign in (or subscribe to a private channel) within 1.5 s; no watchlist events.
-STRICT = {
+STRICT: dict[str, Any] = {
     "id": "32",
     "key": "strict-key",
     "secret": "strict-secret",
