@@ -36,6 +36,8 @@ class Common:
     workers: int = 4
     connect_concurrency: int = 50
     send_buffer_kb: int = 1024
+    hub_loop: str = "asyncio"
+    client_loop: str = "auto"
 
 
 @dataclass
@@ -203,12 +205,23 @@ async def running(
 ) -> AsyncIterator[tuple[Topology, WorkerSet | None]]:
     """Start the topology and the subscriber processes; stop both (by pid) whatever happens."""
     topology = await asyncio.to_thread(
-        start_topology, common.topology, common.ws_nodes, send_buffer_kb=common.send_buffer_kb, with_ws=with_ws
+        start_topology,
+        common.topology,
+        common.ws_nodes,
+        send_buffer_kb=common.send_buffer_kb,
+        with_ws=with_ws,
+        hub_loop=common.hub_loop,
     )
     worker_set: WorkerSet | None = None
     try:
         if workers:
-            config = WorkerConfig(APP_KEY, APP_SECRET, reconnect=reconnect, concurrency=common.connect_concurrency)
+            config = WorkerConfig(
+                APP_KEY,
+                APP_SECRET,
+                reconnect=reconnect,
+                concurrency=common.connect_concurrency,
+                loop=common.client_loop,
+            )
             worker_set = WorkerSet(common.workers, config)
         yield topology, worker_set
     finally:

@@ -58,8 +58,12 @@ def _raise_child_limits() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def hub_executable() -> list[str]:
-    """argv prefix for the ``hub`` console script of this interpreter's environment."""
+def hub_executable(loop: str = "asyncio") -> list[str]:
+    """argv prefix for the ``hub`` console script of this interpreter's environment (or on uvloop)."""
+    if loop == "uvloop":
+        return [sys.executable, "-m", "benchmarks.hub_uvloop"]
+    if loop != "asyncio":
+        raise ValueError(f"unknown hub loop {loop!r}")
     beside = Path(sys.executable).with_name("hub")
     if beside.exists():
         return [str(beside)]
@@ -235,9 +239,9 @@ def _write_apps_file(directory: Path) -> Path:
     return path
 
 
-def _hub_args(role: str, port: int, apps_file: Path, send_buffer_kb: int) -> list[str]:
+def _hub_args(role: str, port: int, apps_file: Path, send_buffer_kb: int, loop: str) -> list[str]:
     return [
-        *hub_executable(),
+        *hub_executable(loop),
         role,
         "--host",
         LOOPBACK,
@@ -258,8 +262,13 @@ def _hub_args(role: str, port: int, apps_file: Path, send_buffer_kb: int) -> lis
     ]
 
 
-def start_topology(kind: str, ws_nodes: int = 2, *, send_buffer_kb: int = 1024, with_ws: bool = True) -> Topology:
-    """Start ``kind`` (cluster or embedded) with ``ws_nodes`` WebSocket nodes and wait until all are ready."""
+def start_topology(
+    kind: str, ws_nodes: int = 2, *, send_buffer_kb: int = 1024, with_ws: bool = True, hub_loop: str = "asyncio"
+) -> Topology:
+    """Start ``kind`` (cluster or embedded) with ``ws_nodes`` WebSocket nodes and wait until all are ready.
+
+    ``hub_loop="uvloop"`` runs the same hub code on uvloop (an experiment; hub itself uses asyncio).
+    """
     if kind not in ("cluster", "embedded"):
         raise ValueError(f"unknown topology {kind!r}")
     workdir = Path(tempfile.mkdtemp(prefix=f"hub-bench-{kind}-"))
@@ -269,7 +278,9 @@ def start_topology(kind: str, ws_nodes: int = 2, *, send_buffer_kb: int = 1024, 
         if kind == "embedded":
             for i in range(max(1, ws_nodes)):
                 port = free_port()
-                child = Child(f"hub-serve-{i}", _hub_args("serve", port, apps_file, send_buffer_kb), port).start()
+                child = Child(
+                    f"hub-serve-{i}", _hub_args("serve", port, apps_file, send_buffer_kb, hub_loop), port
+                ).start()
                 topology.children.append(child)
                 child.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")
                 topology.ws_nodes.append(child)
@@ -298,13 +309,13 @@ def start_topology(kind: str, ws_nodes: int = 2, *, send_buffer_kb: int = 1024, 
         redis_url = f"redis://{LOOPBACK}:{redis_port}/0"
         for i in range(ws_nodes if with_ws else 0):
             port = free_port()
-            argv = [*_hub_args("ws", port, apps_file, send_buffer_kb), "--redis-url", redis_url]
+            argv = [*_hub_args("ws", port, apps_file, send_buffer_kb, hub_loop), "--redis-url", redis_url]
             child = Child(f"hub-ws-{i}", argv, port).start()
             topology.children.append(child)
             child.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")
             topology.ws_nodes.append(child)
         port = free_port()
-        argv = [*_hub_args("ingest", port, apps_file, send_buffer_kb), "--redis-url", redis_url]
+        argv = [*_hub_args("ingest", port, apps_file, send_buffer_kb, hub_loop), "--redis-url", redis_url]
         topology.api_node = Child("hub-ingest", argv, port).start()
         topology.children.append(topology.api_node)
         topology.api_node.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")

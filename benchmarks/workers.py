@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -29,6 +30,7 @@ class WorkerConfig:
     app_secret: str
     reconnect: bool = False
     concurrency: int = 50
+    loop: str = "auto"
 
 
 @dataclass
@@ -51,14 +53,19 @@ async def _serve(pipe: Connection, config: WorkerConfig) -> None:
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
-    def readable() -> None:
-        try:
-            commands.put_nowait(pipe.recv())
-        except EOFError:
-            loop.remove_reader(pipe.fileno())
-            commands.put_nowait(("exit", None))
+    def read_commands() -> None:
+        # A thread, not loop.add_reader: uvloop would switch the pipe to non-blocking and large replies
+        # (histograms) would then fail to send.
+        while True:
+            try:
+                message = pipe.recv()
+            except (EOFError, OSError):
+                message = ("exit", None)
+            loop.call_soon_threadsafe(commands.put_nowait, message)
+            if message[0] == "exit":
+                return
 
-    loop.add_reader(pipe.fileno(), readable)
+    threading.Thread(target=read_commands, name="commands", daemon=True).start()
     while True:
         command, arg = await commands.get()
         reply: Any = None
@@ -83,17 +90,37 @@ async def _serve(pipe: Connection, config: WorkerConfig) -> None:
         elif command == "close":
             await pool.close_all()
         elif command == "exit":
-            loop.remove_reader(pipe.fileno())
             await pool.close_all(limit_s=2.0)
             pipe.send(None)
             return
         pipe.send(reply)
 
 
+def client_loop_name(wanted: str) -> str:
+    """The event loop subscribers run on: uvloop when asked (or ``auto`` and installed), else asyncio."""
+    if wanted == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401 - only whether it is there
+    except ImportError:
+        if wanted == "uvloop":
+            raise
+        return "asyncio"
+    return "uvloop"
+
+
 def worker_main(pipe: Connection, config: WorkerConfig) -> None:
-    """Entry point of a subscriber process."""
+    """Entry point of a subscriber process.
+
+    uvloop (a benchmark-only dependency) halves the generator's CPU per delivery, leaving more of a small
+    machine to the server under test; plain asyncio works too.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller stops us; a terminal Ctrl-C goes to it
     raise_fd_limit()
+    if client_loop_name(config.loop) == "uvloop":
+        import uvloop
+
+        uvloop.install()
     asyncio.run(_serve(pipe, config))
 
 

@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from benchmarks.histogram import Histogram
 from hub.protocol.signatures import auth_token
@@ -141,8 +142,8 @@ class Subscriber(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the upgrade request."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport but have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         host, port = self.spec.urls[self.url_index]
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
