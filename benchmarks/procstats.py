@@ -11,16 +11,26 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far (0.0 once it is gone)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds the process has used so far ((0, 0) once it is gone)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return 0.0
+        return 0.0, 0.0
     # The command name (field 2) may contain spaces; the fields after its closing parenthesis are fixed.
     fields = raw[raw.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (0.0 once it is gone)."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def total_system_seconds(pids: Iterable[int]) -> float:
+    """Summed kernel-mode CPU seconds of several processes."""
+    return sum(cpu_split(pid)[1] for pid in pids)
 
 
 def rss_bytes(pid: int) -> int:

@@ -103,8 +103,11 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
         if r.extra.get("connect_seconds") is not None and r.scenario in ("broadcast", "chat"):
             extras.append(
                 f"- **{r.name}**: {r.connections:,} clients connected and subscribed in "
-                f"{r.extra['connect_seconds']} s; Redis CPU {r.redis_cpu_s} s; generator CPU {r.generator_cpu_s} s "
-                f"over {r.measure_seconds} s."
+                f"{r.extra['connect_seconds']} s. Over the {r.measure_seconds} s measured: hub CPU {r.hub_cpu_s} s "
+                f"(ws nodes {r.ws_cpu_s} s, the rest the API node), Redis {r.redis_cpu_s} s, load generator "
+                f"{r.generator_cpu_s} s; publish HTTP p50/p99 "
+                f"{r.extra.get('publish_http_latency_ms', {}).get('p50_ms')}/"
+                f"{r.extra.get('publish_http_latency_ms', {}).get('p99_ms')} ms."
             )
     if extras:
         lines += ["", "## Notes", "", *extras]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.histogram import Histogram
-from benchmarks.procstats import MachineCpu, load_average
+from benchmarks.procstats import MachineCpu, load_average, total_system_seconds
 from benchmarks.publisher import Publisher, flood
 from benchmarks.topology import APP_ID, APP_KEY, APP_SECRET, LOOPBACK, Topology, TopologyError, start_topology
 from benchmarks.workers import WorkerConfig, WorkerSet
@@ -130,6 +130,9 @@ class Result:
     deliveries_per_s: float | None = None
     measure_seconds: float = 0.0
     hub_cpu_s: float = 0.0
+    ws_cpu_s: float = 0.0
+    ws_system_cpu_s: float = 0.0
+    generator_system_cpu_s: float = 0.0
     hub_cpu_s_per_1000: float | None = None
     redis_cpu_s: float = 0.0
     generator_cpu_s: float = 0.0
@@ -167,6 +170,9 @@ class Meter:
     workers: WorkerSet | None
     started: float = 0.0
     hub0: float = 0.0
+    ws0: float = 0.0
+    ws_sys0: float = 0.0
+    gen_sys0: float = 0.0
     redis0: float = 0.0
     gen0: float = 0.0
     machine0: MachineCpu | None = None
@@ -179,6 +185,9 @@ class Meter:
         """Open the window."""
         self.started = time.perf_counter()
         self.hub0 = self.topology.hub_cpu_seconds()
+        self.ws0 = self.topology.ws_cpu_seconds()
+        self.ws_sys0 = total_system_seconds(self.topology.ws_pids())
+        self.gen_sys0 = total_system_seconds(self.workers.pids) if self.workers else 0.0
         self.redis0 = self.topology.redis_cpu_seconds()
         self.gen0 = self._gen()
         self.machine0 = MachineCpu.read()
@@ -189,6 +198,10 @@ class Meter:
         assert self.machine0 is not None
         result.measure_seconds = round(time.perf_counter() - self.started, 3)
         result.hub_cpu_s = round(self.topology.hub_cpu_seconds() - self.hub0, 3)
+        result.ws_cpu_s = round(self.topology.ws_cpu_seconds() - self.ws0, 3)
+        result.ws_system_cpu_s = round(total_system_seconds(self.topology.ws_pids()) - self.ws_sys0, 3)
+        if self.workers:
+            result.generator_system_cpu_s = round(total_system_seconds(self.workers.pids) - self.gen_sys0, 3)
         result.redis_cpu_s = round(self.topology.redis_cpu_seconds() - self.redis0, 3)
         result.generator_cpu_s = round(self._gen() - self.gen0 + extra_generator_cpu, 3)
         if units:
@@ -326,7 +339,8 @@ async def _steady_publish(
         meter.start()
         sent = await publisher.publish_paced(rate, seconds, channel_for, step=1)
         expected = publisher.stats.ok * fanout
-        publish_elapsed = publisher.stats.elapsed_s
+        # The schedule's length (events / rate), not the wall time of the loop, which ends at the last send.
+        publish_elapsed = sent / rate
         received = await await_step(workers, 1, expected)
         meter.stop(result, received)
     hist = (await workers.collect()).get(1, Histogram())
@@ -424,7 +438,7 @@ async def ramp(params: RampParams, name: str = "ramp") -> Result:
                 meter = Meter(topology, workers)
                 meter.start()
                 sent = await publisher.publish_paced(rate, params.step_seconds, lambda i: "bench-ramp", step=step)
-                elapsed = publisher.stats.elapsed_s
+                elapsed = sent / rate  # the schedule's length
                 expected = publisher.stats.ok * fanout
                 received = await await_step(workers, step, expected, idle=2.0)
                 probe = _new_result(name, "ramp", params)

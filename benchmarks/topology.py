@@ -206,6 +206,10 @@ class Topology:
         """CPU seconds used so far by the hub processes."""
         return total_cpu_seconds(self.hub_pids())
 
+    def ws_cpu_seconds(self) -> float:
+        """CPU seconds used so far by the WebSocket-holding processes (embedded: the whole hub serve)."""
+        return total_cpu_seconds(self.ws_pids())
+
     def redis_cpu_seconds(self) -> float:
         """CPU seconds used so far by redis-server (0 when embedded)."""
         return total_cpu_seconds([self.redis.pid]) if self.redis and self.redis.running() else 0.0
