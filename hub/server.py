@@ -102,7 +102,14 @@ class Node:
         self.metrics = Metrics()
         self.backends = make_backends(settings, self.metrics)
         self.broker, self.state = self.backends.broker, self.backends.state
-        self.webhooks = Webhooks(self.backends.webhook_queue, self.backends.coordination, self.state, self.metrics)
+        self.sender = WebhookSender(self.backends.webhook_queue, apps, self.metrics)
+        self.webhooks = Webhooks(
+            self.backends.webhook_queue,
+            self.backends.coordination,
+            self.state,
+            self.metrics,
+            on_queued=self.sender.wake,
+        )
         self.ws: WsNode | None = None
         self.draining = False
         self._runners: list[web.AppRunner] = []
@@ -177,8 +184,7 @@ class Node:
             metrics_app.router.add_get("/metrics", self._metrics)
             await self._listen(metrics_app, s.host, s.metrics_port)
         loop = asyncio.get_running_loop()
-        sender = WebhookSender(self.backends.webhook_queue, self.apps, self.metrics)
-        self._tasks.append(loop.create_task(sender.run()))
+        self._tasks.append(loop.create_task(self.sender.run()))
         if self.ws is not None:
             self._tasks.append(loop.create_task(run_liveness(self.ws)))
             self._tasks.append(loop.create_task(run_maintenance(self.ws)))

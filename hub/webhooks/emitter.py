@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -42,7 +42,9 @@ class Webhooks:
         metrics: Metrics,
         *,
         hold_seconds: float = HOLD_SECONDS,
+        on_queued: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_queued = on_queued
         self._queue = queue
         self._co = coordination
         self._state = state
@@ -59,6 +61,7 @@ class Webhooks:
         for hook in hooks:
             try:
                 await self._queue.push(WebhookJob.new(app.id, hook.url, body, now), now)
+                self._on_queued()
             except Exception as exc:  # the queue's outage type differs per implementation
                 self._metrics.webhooks_dropped.labels(app.id).inc()
                 log.error("webhook_not_queued", app_id=app.id, webhook=event["name"], error=str(exc))
@@ -148,7 +151,9 @@ class Webhooks:
             await self._emit(app, {"name": "cache_miss", "channel": channel})
 
     async def subscription_count(self, app: App, channel: str, count: int) -> None:
-        """The channel's subscription count, already coalesced by the caller."""
+        """The channel's subscription count, already coalesced by the caller (0 is channel_vacated's news)."""
+        if count == 0:
+            return
         await self._emit(app, {"name": "subscription_count", "channel": channel, "subscription_count": count})
 
     async def close(self) -> None:

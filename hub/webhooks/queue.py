@@ -78,12 +78,21 @@ class WebhookQueue(ABC):
     async def stats(self, now: float) -> QueueStats:
         """Depth and oldest age, for metrics."""
 
+    @abstractmethod
+    async def expedite(self, url: str, now: float) -> int:
+        """Make every waiting (not leased) job for ``url`` due now; return how many.
+
+        Called when a failing receiver answers again, so its backlog need not wait out each job's
+        backoff.
+        """
+
 
 class MemoryWebhookQueue(WebhookQueue):
     """In-process queue for ``hub serve``: survives nothing but the process, which is all it serves."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, tuple[WebhookJob, float]] = {}
+        self._leased: set[str] = set()
 
     async def push(self, job: WebhookJob, due: float) -> None:
         self._jobs[job.id] = (job, due)
@@ -94,14 +103,23 @@ class MemoryWebhookQueue(WebhookQueue):
         for _, job_id in due:
             job, _ = self._jobs[job_id]
             self._jobs[job_id] = (job, now + lease_seconds)
+            self._leased.add(job_id)
             leased.append(job)
         return leased
 
     async def ack(self, job: WebhookJob) -> None:
         self._jobs.pop(job.id, None)
+        self._leased.discard(job.id)
 
     async def retry(self, job: WebhookJob, due: float) -> None:
         self._jobs[job.id] = (job, due)
+        self._leased.discard(job.id)
+
+    async def expedite(self, url: str, now: float) -> int:
+        waiting = [j for j, due in self._jobs.values() if j.url == url and due > now and j.id not in self._leased]
+        for job in waiting:
+            self._jobs[job.id] = (job, now)
+        return len(waiting)
 
     async def stats(self, now: float) -> QueueStats:
         if not self._jobs:

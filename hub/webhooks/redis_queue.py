@@ -1,7 +1,8 @@
 """The webhook queue in Redis, so queued webhooks survive the restart of the node that queued them.
 
 ``{p}:webhooks:due`` is a sorted set of job ids scored by when they are due; ``{p}:webhooks:jobs``
-maps id to the packed job; ``{p}:webhooks:created`` scores ids by creation time for the age metric.
+maps id to the packed job; ``{p}:webhooks:created`` scores ids by creation time for the age metric;
+``{p}:webhooks:urls`` maps id to its URL and ``{p}:webhooks:leased`` holds the ids being delivered.
 Leasing moves a due job's score into the future in the same script that reads it, so two workers
 never take the same job, and a worker that dies only delays it by the lease.
 """
@@ -22,12 +23,24 @@ for _, id in ipairs(ids) do
   local job = redis.call('HGET', KEYS[2], id)
   if job then
     redis.call('ZADD', KEYS[1], ARGV[3], id)
+    redis.call('SADD', KEYS[3], id)
     table.insert(out, job)
   else
     redis.call('ZREM', KEYS[1], id)
   end
 end
 return out
+"""
+_EXPEDITE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')
+local n = 0
+for _, id in ipairs(ids) do
+  if redis.call('SISMEMBER', KEYS[3], id) == 0 and redis.call('HGET', KEYS[2], id) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    n = n + 1
+  end
+end
+return n
 """
 
 
@@ -43,7 +56,10 @@ class RedisWebhookQueue(WebhookQueue):
         self._due = f"{prefix}:webhooks:due"
         self._jobs = f"{prefix}:webhooks:jobs"
         self._created = f"{prefix}:webhooks:created"
+        self._urls = f"{prefix}:webhooks:urls"
+        self._leased = f"{prefix}:webhooks:leased"
         self._lease = client.register_script(_LEASE)
+        self._expedite = client.register_script(_EXPEDITE)
 
     async def _run(self, pipe: Any) -> None:
         try:
@@ -54,13 +70,14 @@ class RedisWebhookQueue(WebhookQueue):
     async def push(self, job: WebhookJob, due: float) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._jobs, job.id, job.pack())
+        pipe.hset(self._urls, job.id, job.url)
         pipe.zadd(self._due, {job.id: due})
         pipe.zadd(self._created, {job.id: job.created_at})
         await self._run(pipe)
 
     async def lease(self, now: float, limit: int, lease_seconds: float) -> list[WebhookJob]:
         try:
-            raw = await self._lease(keys=[self._due, self._jobs], args=[now, limit, now + lease_seconds])
+            raw = await self._lease(keys=[self._due, self._jobs, self._leased], args=[now, limit, now + lease_seconds])
         except (RedisError, OSError) as exc:
             raise WebhookQueueUnavailable(str(exc)) from None
         return [WebhookJob.unpack(item) for item in raw]
@@ -70,13 +87,22 @@ class RedisWebhookQueue(WebhookQueue):
         pipe.zrem(self._due, job.id)
         pipe.zrem(self._created, job.id)
         pipe.hdel(self._jobs, job.id)
+        pipe.hdel(self._urls, job.id)
+        pipe.srem(self._leased, job.id)
         await self._run(pipe)
 
     async def retry(self, job: WebhookJob, due: float) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._jobs, job.id, job.pack())
         pipe.zadd(self._due, {job.id: due})
+        pipe.srem(self._leased, job.id)
         await self._run(pipe)
+
+    async def expedite(self, url: str, now: float) -> int:
+        try:
+            return int(await self._expedite(keys=[self._due, self._urls, self._leased], args=[url, now]))
+        except (RedisError, OSError) as exc:
+            raise WebhookQueueUnavailable(str(exc)) from None
 
     async def stats(self, now: float) -> QueueStats:
         try:

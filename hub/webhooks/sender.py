@@ -53,6 +53,12 @@ class WebhookSender:
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._failing: set[str] = set()
+
+    def wake(self) -> None:
+        """A job was queued here: look for due jobs now instead of at the next poll."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Deliver forever (cancelled at shutdown); queue outages are logged and waited out."""
@@ -67,7 +73,10 @@ class WebhookSender:
                         self._inflight.add(task)
                         task.add_done_callback(self._inflight.discard)
                     if not leased:
-                        await asyncio.sleep(self._poll)
+                        # Jobs queued by other nodes are found by polling; this node's own wake us at once.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self._poll)
+                        self._wake.clear()
             finally:
                 for task in list(self._inflight):
                     task.cancel()
@@ -96,7 +105,13 @@ class WebhookSender:
             if error is None:
                 self._metrics.webhooks_sent.labels(job.app_id).inc()
                 await self._queue.ack(job)
+                if job.url in self._failing:
+                    self._failing.discard(job.url)
+                    # The receiver is back: its backlog need not wait out each job's backoff.
+                    if await self._queue.expedite(job.url, time.time()):
+                        self.wake()
                 return
+            self._failing.add(job.url)
             self._metrics.webhooks_failed.labels(job.app_id).inc()
             retry = job.next_attempt()
             delay = backoff(retry.attempts)

@@ -339,8 +339,6 @@ async def test_webhook_delivery_latency_from_event_to_receiver(
 async def test_receiver_outage_loses_no_webhook_and_the_backlog_drains_after_it_returns(
     topology: Topology, js: JsClients, flaky_auth: AuthServer, receiver: WebhookReceiver
 ) -> None:
-    if not topology.clustered:
-        pytest.skip("measured on the cluster (Redis queue); hub serve runs the same sender over its memory queue")
     outage = float(os.environ.get("HUB_TEST_WEBHOOK_OUTAGE_SECONDS", "20"))
     channel = unique("private-outage")
     await subscribed(js, topology, flaky_auth, "a", 0, channel)
@@ -367,11 +365,11 @@ async def test_receiver_outage_loses_no_webhook_and_the_backlog_drains_after_it_
     assert delivered == list(range(n)), "each webhook exactly once"
 
 
+# hub serve keeps its webhook queue in memory by design; the durable queue is the cluster's Redis.
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
 async def test_queued_webhooks_survive_a_restart_of_every_node_while_the_receiver_is_down(
     topology: Topology, js: JsClients, flaky_auth: AuthServer, receiver: WebhookReceiver
 ) -> None:
-    if not topology.clustered:
-        pytest.skip("hub serve keeps its webhook queue in memory, by design; the durable queue is Redis")
     import redis.asyncio as aioredis
 
     channel = unique("private-restart")
