@@ -54,6 +54,27 @@ def total_rss_bytes(pids: Iterable[int]) -> int:
     return sum(rss_bytes(pid) for pid in pids)
 
 
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPReqQFullDoCookies")
+
+
+def tcp_counters() -> dict[str, int]:
+    """Machine-wide TCP counters that show accept-queue overflows (``/proc/net/netstat`` TcpExt)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return {}
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        if header.startswith("TcpExt:"):
+            pairs = dict(zip(header.split()[1:], values.split()[1:], strict=False))
+            return {name: int(pairs[name]) for name in TCP_COUNTERS if name in pairs}
+    return {}
+
+
+def counters_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """``after - before`` for each counter present in both."""
+    return {k: after[k] - before[k] for k in before if k in after}
+
+
 def load_average() -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages."""
     one, five, fifteen = os.getloadavg()

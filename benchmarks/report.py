@@ -86,7 +86,8 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
             extras.append(
                 f"- **{r.name}**: {r.extra.get('clients_back')} of {r.connections:,} clients subscribed again on the "
                 f"surviving node; all back after {_fmt(r.extra.get('storm_seconds'), 2)} s; "
-                f"a check event afterwards reached {_fmt(r.received)} of {_fmt(r.expected)}."
+                f"a check event afterwards reached {_fmt(r.received)} of {_fmt(r.expected)}; machine TCP counters "
+                f"during the storm {r.extra.get('storm_tcp_counters')}."
             )
         if r.scenario == "idle":
             extras.append(

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.histogram import Histogram
-from benchmarks.procstats import MachineCpu, load_average, total_system_seconds
+from benchmarks.procstats import MachineCpu, counters_delta, load_average, tcp_counters, total_system_seconds
 from benchmarks.publisher import Publisher, flood
 from benchmarks.topology import APP_ID, APP_KEY, APP_SECRET, LOOPBACK, Topology, TopologyError, start_topology
 from benchmarks.workers import WorkerConfig, WorkerSet
@@ -36,7 +36,7 @@ class Common:
     workers: int = 4
     connect_concurrency: int = 50
     send_buffer_kb: int = 1024
-    hub_loop: str = "asyncio"
+    hub_variant: str = ""
     client_loop: str = "auto"
 
 
@@ -223,7 +223,7 @@ async def running(
         common.ws_nodes,
         send_buffer_kb=common.send_buffer_kb,
         with_ws=with_ws,
-        hub_loop=common.hub_loop,
+        hub_variant=common.hub_variant,
     )
     worker_set: WorkerSet | None = None
     try:
@@ -262,9 +262,11 @@ async def await_step(workers: WorkerSet, step: int, expected: int, *, idle: floa
 async def connect_clients(result: Result, topology: Topology, workers: WorkerSet, specs: list[ClientSpec]) -> None:
     """Connect and subscribe every client; record counts and the WebSocket nodes' RSS growth per connection."""
     before = topology.ws_rss_bytes()
+    tcp_before = tcp_counters()
     started = time.perf_counter()
     failures = await workers.connect(specs)
     result.extra["connect_seconds"] = round(time.perf_counter() - started, 2)
+    result.extra["connect_tcp_counters"] = counters_delta(tcp_before, tcp_counters())
     result.connections = len(specs) - failures
     result.connect_failures = failures
     if failures:
@@ -530,6 +532,7 @@ async def storm(params: StormParams, name: str = "storm") -> Result:
             topology.api_node = survivor
         meter = Meter(topology, workers)
         meter.start()
+        tcp_before = tcp_counters()
         killed_ns = time.time_ns()
         await asyncio.to_thread(victim.kill)
         topology.children.remove(victim)
@@ -541,6 +544,8 @@ async def storm(params: StormParams, name: str = "storm") -> Result:
             await asyncio.sleep(0.05)
         statuses = await workers.status(since_ns=killed_ns, with_times=True)
         meter.stop(result, result.connections)
+        # Machine-wide, so other processes' connects count too; on an otherwise quiet loopback they are ours.
+        result.extra["storm_tcp_counters"] = counters_delta(tcp_before, tcp_counters())
         back = sorted(t for s in statuses for t in s.resubscribe_times_ns)
         delays = Histogram()
         for t in back:

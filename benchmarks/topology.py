@@ -58,12 +58,10 @@ def _raise_child_limits() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def hub_executable(loop: str = "asyncio") -> list[str]:
-    """argv prefix for the ``hub`` console script of this interpreter's environment (or on uvloop)."""
-    if loop == "uvloop":
-        return [sys.executable, "-m", "benchmarks.hub_uvloop"]
-    if loop != "asyncio":
-        raise ValueError(f"unknown hub loop {loop!r}")
+def hub_executable(variant: str = "") -> list[str]:
+    """argv prefix for the ``hub`` console script of this interpreter's environment (or an experiment variant)."""
+    if variant:
+        return [sys.executable, "-m", "benchmarks.hub_variant"]
     beside = Path(sys.executable).with_name("hub")
     if beside.exists():
         return [str(beside)]
@@ -243,9 +241,9 @@ def _write_apps_file(directory: Path) -> Path:
     return path
 
 
-def _hub_args(role: str, port: int, apps_file: Path, send_buffer_kb: int, loop: str) -> list[str]:
+def _hub_args(role: str, port: int, apps_file: Path, send_buffer_kb: int, variant: str) -> list[str]:
     return [
-        *hub_executable(loop),
+        *hub_executable(variant),
         role,
         "--host",
         LOOPBACK,
@@ -267,14 +265,15 @@ def _hub_args(role: str, port: int, apps_file: Path, send_buffer_kb: int, loop: 
 
 
 def start_topology(
-    kind: str, ws_nodes: int = 2, *, send_buffer_kb: int = 1024, with_ws: bool = True, hub_loop: str = "asyncio"
+    kind: str, ws_nodes: int = 2, *, send_buffer_kb: int = 1024, with_ws: bool = True, hub_variant: str = ""
 ) -> Topology:
     """Start ``kind`` (cluster or embedded) with ``ws_nodes`` WebSocket nodes and wait until all are ready.
 
-    ``hub_loop="uvloop"`` runs the same hub code on uvloop (an experiment; hub itself uses asyncio).
+    ``hub_variant`` (e.g. ``uvloop`` or ``backlog=4096``) runs hub through ``benchmarks.hub_variant``: experiments.
     """
     if kind not in ("cluster", "embedded"):
         raise ValueError(f"unknown topology {kind!r}")
+    variant_env = {"HUB_BENCH_VARIANT": hub_variant} if hub_variant else None
     workdir = Path(tempfile.mkdtemp(prefix=f"hub-bench-{kind}-"))
     apps_file = _write_apps_file(workdir)
     topology = Topology(kind, workdir)
@@ -283,7 +282,10 @@ def start_topology(
             for i in range(max(1, ws_nodes)):
                 port = free_port()
                 child = Child(
-                    f"hub-serve-{i}", _hub_args("serve", port, apps_file, send_buffer_kb, hub_loop), port
+                    f"hub-serve-{i}",
+                    _hub_args("serve", port, apps_file, send_buffer_kb, hub_variant),
+                    port,
+                    env=variant_env,
                 ).start()
                 topology.children.append(child)
                 child.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")
@@ -313,14 +315,14 @@ def start_topology(
         redis_url = f"redis://{LOOPBACK}:{redis_port}/0"
         for i in range(ws_nodes if with_ws else 0):
             port = free_port()
-            argv = [*_hub_args("ws", port, apps_file, send_buffer_kb, hub_loop), "--redis-url", redis_url]
-            child = Child(f"hub-ws-{i}", argv, port).start()
+            argv = [*_hub_args("ws", port, apps_file, send_buffer_kb, hub_variant), "--redis-url", redis_url]
+            child = Child(f"hub-ws-{i}", argv, port, env=variant_env).start()
             topology.children.append(child)
             child.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")
             topology.ws_nodes.append(child)
         port = free_port()
-        argv = [*_hub_args("ingest", port, apps_file, send_buffer_kb, hub_loop), "--redis-url", redis_url]
-        topology.api_node = Child("hub-ingest", argv, port).start()
+        argv = [*_hub_args("ingest", port, apps_file, send_buffer_kb, hub_variant), "--redis-url", redis_url]
+        topology.api_node = Child("hub-ingest", argv, port, env=variant_env).start()
         topology.children.append(topology.api_node)
         topology.api_node.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")
         return topology
