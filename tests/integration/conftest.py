@@ -8,25 +8,14 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients, require_js_harness
-from tests.support.requirements import require_executable
-from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology, start_cluster, start_embedded
+from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, TOPOLOGIES, Topology, running_topology
 
 
-@pytest.fixture(scope="session", params=["embedded", "cluster"])
+@pytest.fixture(scope="session", params=TOPOLOGIES)
 def topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
     """A running deployment, shared by the tests of a session; tests use their own channel names."""
-    if request.param == "embedded":
-        running = start_embedded()
-    else:
-        require_executable("redis-server")
-        from tests.support.redis_server import RedisServer
-
-        redis = RedisServer().start()
-        running = start_cluster(redis)
-    try:
+    with running_topology(request.param) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture

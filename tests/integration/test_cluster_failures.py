@@ -16,8 +16,7 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
-from tests.support.requirements import require_executable
-from tests.support.topology import APP_KEY, NODE_TIMEOUT_SECONDS, Topology, start_cluster
+from tests.support.topology import APP_KEY, NODE_TIMEOUT_SECONDS, Topology, running_topology
 
 # Node timeout, plus one maintenance interval (a third of it) for a survivor to notice, plus slack
 # for a loaded 2-core CI machine.
@@ -27,15 +26,8 @@ HEAL_BOUND_SECONDS = NODE_TIMEOUT_SECONDS * 2 + 3
 @pytest.fixture
 def cluster() -> Iterator[Topology]:
     """A private cluster this test may break."""
-    require_executable("redis-server")
-    from tests.support.redis_server import RedisServer
-
-    redis = RedisServer().start()
-    topology = start_cluster(redis)
-    try:
+    with running_topology("cluster") as topology:
         yield topology
-    finally:
-        topology.close()
 
 
 async def _occupancy(topology: Topology, channel: str) -> int:

@@ -20,29 +20,19 @@ from pusher.signature import sign
 
 from tests.support.js_clients import JsClients
 from tests.support.ports import LOOPBACK, free_port
-from tests.support.requirements import require_executable
-from tests.support.topology import Topology, start_cluster, start_embedded, start_ingest_node
+from tests.support.topology import TOPOLOGIES, Topology, running_topology, start_ingest_node
 
 LIMIT = 5
 LIMITED: dict[str, Any] = {"id": "61", "key": "limited-key", "secret": "limited-secret"}
 FANOUT: dict[str, Any] = {"id": "62", "key": "fanout-key", "secret": "fanout-secret"}
 
 
-@pytest.fixture(scope="module", params=["embedded", "cluster"])
+@pytest.fixture(scope="module", params=TOPOLOGIES)
 def topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
     """A deployment serving the limited apps; the cluster gets a second ingest node."""
     apps = [{**app, "max_backend_events_per_second": LIMIT} for app in (LIMITED, FANOUT)]
-    if request.param == "embedded":
-        running = start_embedded(apps=apps)
-    else:
-        require_executable("redis-server")
-        from tests.support.redis_server import RedisServer
-
-        running = start_cluster(RedisServer().start(), apps=apps)
-    try:
+    with running_topology(request.param, apps) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture(scope="module")

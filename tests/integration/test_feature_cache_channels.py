@@ -20,8 +20,7 @@ import pytest
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
 from tests.support.ports import LOOPBACK
-from tests.support.requirements import require_executable
-from tests.support.topology import Topology, start_cluster, start_embedded
+from tests.support.topology import TOPOLOGIES, Topology, running_topology
 from tests.support.webhook_receiver import WebhookReceiver
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -42,21 +41,12 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield running
 
 
-@pytest.fixture(scope="module", params=["embedded", "cluster"])
+@pytest.fixture(scope="module", params=TOPOLOGIES)
 def topology(request: pytest.FixtureRequest, receiver: WebhookReceiver) -> Iterator[Topology]:
     """A deployment serving the cache app (overrides the suite's shared topology)."""
     apps = [{**CACHE, "webhooks": [{"url": receiver.url("/cache"), "event_types": ["cache_miss"]}]}]
-    if request.param == "embedded":
-        running = start_embedded(apps=apps)
-    else:
-        require_executable("redis-server")
-        from tests.support.redis_server import RedisServer
-
-        running = start_cluster(RedisServer().start(), apps=apps)
-    try:
+    with running_topology(request.param, apps) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
-from tests.support.requirements import require_executable
-from tests.support.topology import Topology, start_cluster, start_embedded
+from tests.support.topology import TOPOLOGIES, Topology, running_topology
 from tests.support.webhook_receiver import WebhookReceiver
 
 COUNTED: dict[str, Any] = {
@@ -41,24 +40,15 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield running
 
 
-@pytest.fixture(scope="module", params=["embedded", "cluster"])
+@pytest.fixture(scope="module", params=TOPOLOGIES)
 def topology(request: pytest.FixtureRequest, receiver: WebhookReceiver) -> Iterator[Topology]:
     """A deployment serving the two apps, both with a subscription_count webhook."""
     apps = [
         {**app, "webhooks": [{"url": receiver.url(f"/counts/{app['id']}"), "event_types": ["subscription_count"]}]}
         for app in (COUNTED, UNCOUNTED)
     ]
-    if request.param == "embedded":
-        running = start_embedded(apps=apps)
-    else:
-        require_executable("redis-server")
-        from tests.support.redis_server import RedisServer
-
-        running = start_cluster(RedisServer().start(), apps=apps)
-    try:
+    with running_topology(request.param, apps) as running:
         yield running
-    finally:
-        running.close()
 
 
 def unique(prefix: str) -> str:

@@ -23,8 +23,7 @@ from pusher.signature import sign
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients, find_code
-from tests.support.requirements import require_executable
-from tests.support.topology import Topology, start_cluster, start_embedded
+from tests.support.topology import TOPOLOGIES, Topology, running_topology
 
 # Watchlist events on; sign-in optional.
 USERS: dict[str, Any] = {"id": "31", "key": "users-key", "secret": "users-secret", "enable_watchlist_events": True}
@@ -38,21 +37,12 @@ STRICT: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module", params=["embedded", "cluster"])
+@pytest.fixture(scope="module", params=TOPOLOGIES)
 def topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
     """A deployment serving this module's apps (overrides the suite's shared topology)."""
     apps = [USERS, STRICT]
-    if request.param == "embedded":
-        running = start_embedded(apps=apps)
-    else:
-        require_executable("redis-server")
-        from tests.support.redis_server import RedisServer
-
-        running = start_cluster(RedisServer().start(), apps=apps)
-    try:
+    with running_topology(request.param, apps) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture

@@ -28,8 +28,7 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
-from tests.support.requirements import require_executable
-from tests.support.topology import Topology, start_cluster, start_embedded, start_ingest_node, start_ws_node
+from tests.support.topology import TOPOLOGIES, Topology, running_topology, start_ingest_node, start_ws_node
 from tests.support.webhook_receiver import ReceivedEvent, WebhookReceiver
 
 ALL_TYPES = [
@@ -72,20 +71,11 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield running
 
 
-@pytest.fixture(scope="module", params=["embedded", "cluster"])
+@pytest.fixture(scope="module", params=TOPOLOGIES)
 def topology(request: pytest.FixtureRequest, receiver: WebhookReceiver) -> Iterator[Topology]:
     """A deployment serving this module's apps (overrides the suite's shared topology)."""
-    if request.param == "embedded":
-        running = start_embedded(apps=apps(receiver))
-    else:
-        require_executable("redis-server")
-        from tests.support.redis_server import RedisServer
-
-        running = start_cluster(RedisServer().start(), apps=apps(receiver))
-    try:
+    with running_topology(request.param, apps(receiver)) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture

@@ -28,8 +28,7 @@ from pusher.signature import sign
 
 from tests.support.js_clients import JsClients
 from tests.support.ports import LOOPBACK
-from tests.support.requirements import require_executable
-from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology, start_cluster
+from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology, running_topology
 
 # Bounds for a loaded 2-core machine: nodes notice the outage, and recover after Redis returns.
 NOTICE_BOUND_SECONDS = 10.0
@@ -40,20 +39,8 @@ OUTAGE_FIGURES: dict[str, float] = {}
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Topology]:
     """A private cluster whose Redis this test may stop (the shared session topology stays intact)."""
-    require_executable("redis-server")
-    from tests.support.redis_server import RedisServer
-
-    redis = RedisServer().start()
-    try:
-        topology = start_cluster(redis, tmp_path)
-    except BaseException:
-        redis.close()
-        raise
-    try:
+    with running_topology("cluster", workdir=tmp_path) as topology:
         yield topology
-    finally:
-        topology.close()
-        redis.close()
 
 
 async def until(check: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> float:

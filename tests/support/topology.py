@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import pusher
 
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
+from tests.support.redis_server import RedisServer
+from tests.support.requirements import require_executable
 
 APP_ID = "1"
 APP_KEY = "app-key"
@@ -44,6 +47,9 @@ APPS: list[dict[str, Any]] = [
     # app 2's `max_connections: 2` would refuse before the member limit is ever reached.
     {"id": "5", "key": "crowded-key", "secret": "crowded-secret", "max_presence_members_per_channel": 2},
 ]
+
+# What `running_topology` starts; integration fixtures are parametrized over these.
+TOPOLOGIES = ("embedded", "cluster")
 
 # Short liveness settings so reaping is observable within a test's time budget.
 NODE_TIMEOUT_SECONDS = 3
@@ -162,3 +168,24 @@ def start_cluster(
         topology.close()
         raise
     return topology
+
+
+@contextmanager
+def running_topology(
+    kind: str, apps: Sequence[dict[str, Any]] = APPS, workdir: Path | None = None
+) -> Iterator[Topology]:
+    """Start topology `kind` ("embedded", or "cluster" over a fresh redis-server) serving `apps`; close it on exit.
+
+    A "cluster" skips the test (fails it in CI) when redis-server is not installed.
+    """
+    if kind == "embedded":
+        running = start_embedded(workdir, apps=apps)
+    elif kind == "cluster":
+        require_executable("redis-server")
+        running = start_cluster(RedisServer().start(), workdir, apps=apps)
+    else:
+        raise ValueError(f"unknown topology {kind!r}; expected one of {TOPOLOGIES}")
+    try:
+        yield running
+    finally:
+        running.close()
