@@ -1,18 +1,18 @@
-# Benchmarks (included by the root Makefile). matplotlib is a benchmark-only dependency for the plots:
-# installed into the venv here, never a runtime dependency of hub.
+# Benchmarks (included by the root Makefile). matplotlib (plots) and uvloop (a cheaper load generator) are
+# benchmark-only dependencies, installed into the venv here; neither is a runtime dependency of hub.
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS  ?=
 
 .PHONY: bench bench-full bench-deps
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install -q 'matplotlib>=3.7'
+	$(BIN)/pip install -q 'matplotlib>=3.7' 'uvloop>=0.19'
 	touch $@
 
 bench-deps: system-deps $(BENCH_STAMP)
 
-# Standard subset (broadcast, chat, ramp on two ws nodes): under 5 minutes on 2 cores; exits non-zero when
-# p99 >= 100 ms or a delivery is lost in broadcast or chat.
+# Standard subset (every scenario, shorter; the ramp on two ws nodes only): under 5 minutes on 2 cores.
+# Exits non-zero when p99 >= 100 ms or a delivery is lost in broadcast or chat.
 bench: bench-deps
 	$(BIN)/python -m benchmarks --profile standard --gate $(BENCH_ARGS)
 
