@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.topology import APP_KEY, NODE_TIMEOUT_SECONDS, Topology, running_topology
 
 # Node timeout, plus one maintenance interval (a third of it) for a survivor to notice, plus slack
@@ -39,7 +39,7 @@ async def _occupancy(topology: Topology, channel: str) -> int:
 async def test_survivors_receive_member_removed_after_a_ws_node_is_killed(
     cluster: Topology, js: JsClients, auth: AuthServer
 ) -> None:
-    channel = f"presence-crash-{uuid.uuid4().hex[:8]}"
+    channel = unique("presence-crash")
     await js.connect(
         "survivor",
         port=cluster.ws_port(0),
@@ -79,7 +79,7 @@ async def test_survivors_receive_member_removed_after_a_ws_node_is_killed(
 async def test_a_user_still_connected_elsewhere_is_not_removed_when_one_of_its_nodes_dies(
     cluster: Topology, js: JsClients, auth: AuthServer
 ) -> None:
-    channel = f"presence-crash-{uuid.uuid4().hex[:8]}"
+    channel = unique("presence-crash")
     params = {"user_id": "multi"}
     await js.connect(
         "watcher",

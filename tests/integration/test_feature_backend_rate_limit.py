@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from pusher.http import make_query_string
 from pusher.signature import sign
 
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.topology import TOPOLOGIES, Topology, running_topology, start_ingest_node
 
@@ -43,11 +43,6 @@ def api_ports(topology: Topology) -> list[int]:
     second = free_port()
     start_ingest_node(topology, second)
     return [topology.api_port, second]
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def publish(port: int, app: dict[str, Any], channels: list[str], n: int) -> tuple[int, dict[str, str], Any]:

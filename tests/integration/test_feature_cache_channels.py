@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.ports import LOOPBACK
 from tests.support.topology import TOPOLOGIES, Topology, running_topology
 from tests.support.webhook_receiver import WebhookReceiver
@@ -56,11 +56,6 @@ async def auth() -> AsyncIterator[AuthServer]:
         app_id=CACHE["id"], key=CACHE["key"], secret=CACHE["secret"], encryption_master_key_base64=MASTER_KEY
     ) as server:
         yield server
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def sdk(topology: Topology) -> pusher.Pusher:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.topology import TOPOLOGIES, Topology, running_topology
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -49,11 +49,6 @@ def topology(request: pytest.FixtureRequest, receiver: WebhookReceiver) -> Itera
     ]
     with running_topology(request.param, apps) as running:
         yield running
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def subscribed(js: JsClients, topology: Topology, cid: str, node: int, channel: str, app: dict[str, Any]) -> None:

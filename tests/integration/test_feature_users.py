@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from pusher.signature import sign
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients, find_code
+from tests.support.names import unique
 from tests.support.topology import TOPOLOGIES, Topology, running_topology
 
 # Watchlist events on; sign-in optional.
@@ -57,11 +57,6 @@ async def strict_auth() -> AsyncIterator[AuthServer]:
     """Sign-in and channel auth for the app that requires authentication."""
     async with AuthServer(app_id=STRICT["id"], key=STRICT["key"], secret=STRICT["secret"]) as server:
         yield server
-
-
-def unique(prefix: str) -> str:
-    """A user id or channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def sdk(topology: Topology, app: dict[str, Any]) -> pusher.Pusher:

@@ -20,7 +20,6 @@ import os
 import signal
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -28,6 +27,7 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.topology import TOPOLOGIES, Topology, running_topology, start_ingest_node, start_ws_node
 from tests.support.webhook_receiver import ReceivedEvent, WebhookReceiver
 
@@ -90,11 +90,6 @@ async def flaky_auth() -> AsyncIterator[AuthServer]:
     """Channel auth for the app whose webhook endpoint the tests break."""
     async with AuthServer(app_id=FLAKY["id"], key=FLAKY["key"], secret=FLAKY["secret"]) as server:
         yield server
-
-
-def unique(prefix: str) -> str:
-    """A channel name or user id no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def eventually(read: Callable[[], Awaitable[Any]], expected: Any, *, timeout: float = 5.0) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,12 +24,8 @@ from pusher.signature import sign
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from pusher.http import make_query_string
 from pusher.signature import sign
 
+from tests.support.names import unique
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
 LIMITED = ("2", "limited-key", "limited-secret")  # 1 KB payloads, 40-character channel names
@@ -90,7 +90,7 @@ async def trigger(
 
 def event_to(channel: str | None = None, **fields: Any) -> dict[str, Any]:
     """A valid trigger body to a fresh channel, with `fields` replaced."""
-    return {"name": "e", "data": '{"ok":true}', "channel": channel or f"err-{uuid.uuid4().hex[:10]}", **fields}
+    return {"name": "e", "data": '{"ok":true}', "channel": channel or unique("err"), **fields}
 
 
 def assert_error(answer: Answer, status: int, *words: str) -> None:
@@ -165,7 +165,7 @@ async def test_missing_auth_signature_is_401(topology: Topology) -> None:
 
 async def test_get_with_the_python_sdk_empty_body_md5_is_accepted(topology: Topology) -> None:
     path = f"/apps/{APP_ID}/channels"
-    params = signed_params("GET", path, b"", extra={"filter_by_prefix": f"none-{uuid.uuid4().hex[:8]}"})
+    params = signed_params("GET", path, b"", extra={"filter_by_prefix": unique("none")})
     assert params["body_md5"] == "d41d8cd98f00b204e9800998ecf8427e"
 
     answer = await send(topology, "GET", path, params=params)

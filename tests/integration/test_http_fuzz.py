@@ -16,7 +16,6 @@ import json
 import random
 import string
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pusher.signature import sign
 from yarl import URL
 
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
 from tests.support.topology import write_apps_file
@@ -344,8 +344,8 @@ async def assert_still_serving(served: Served, js: JsClients) -> None:
     assert served.process.is_running(), served.process.output()
     async with aiohttp.ClientSession() as session, session.get(served.url("/")) as response:
         assert response.status == 200
-    channel = f"after-fuzz-{uuid.uuid4().hex[:8]}"
-    cid = f"check-{uuid.uuid4().hex[:6]}"
+    channel = unique("after-fuzz")
+    cid = unique("check")
     await js.connect(cid, port=served.port, key="app-key")
     await js.subscribe(cid, channel)
     sdk = pusher.Pusher(app_id="1", key="app-key", secret="app-secret", host=LOOPBACK, port=served.port, ssl=False)

@@ -15,7 +15,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from pusher.http import make_query_string
 from pusher.signature import sign
 
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.ports import LOOPBACK
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology, running_topology
 
@@ -88,7 +88,7 @@ async def publish(topology: Topology, channel: str, event: str, data: Any) -> tu
 async def test_publishes_answer_503_while_redis_is_down_and_reach_connected_clients_after_it_returns(
     cluster: Topology, js: JsClients
 ) -> None:
-    channel = f"outage-{uuid.uuid4().hex[:8]}"
+    channel = unique("outage")
     sockets = {}
     for cid, node in (("a", 0), ("b", 1)):
         sockets[cid] = await js.connect(cid, port=cluster.ws_port(node), key=APP_KEY)
@@ -127,7 +127,7 @@ async def test_publishes_answer_503_while_redis_is_down_and_reach_connected_clie
     restarted_at = time.time()
 
     async def publish_accepted() -> bool:
-        status, _ = await publish(cluster, f"probe-{uuid.uuid4().hex[:6]}", "probe", {})
+        status, _ = await publish(cluster, unique("probe"), "probe", {})
         assert status in (200, 503), status
         return status == 200
 
@@ -161,7 +161,7 @@ async def test_publishes_accepted_after_redis_returns_reach_clients_once_the_nod
     cluster: Topology, js: JsClients
 ) -> None:
     """From the first 200 after the restart on, publish every 50 ms: count 200s that nobody received."""
-    channel = f"resume-{uuid.uuid4().hex[:8]}"
+    channel = unique("resume")
     await js.connect("a", port=cluster.ws_port(0), key=APP_KEY)
     await js.subscribe("a", channel)
     await js.connect("b", port=cluster.ws_port(1), key=APP_KEY)

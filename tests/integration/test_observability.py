@@ -13,7 +13,6 @@ import asyncio
 import json
 import signal
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, write_apps_file
@@ -168,7 +168,7 @@ async def test_main_port_does_not_serve_metrics(served: Served) -> None:
 
 
 async def test_connection_subscription_and_channel_gauges_follow_clients(served: Served, js: JsClients) -> None:
-    shared, solo = f"gauge-{uuid.uuid4().hex[:8]}", f"gauge-{uuid.uuid4().hex[:8]}"
+    shared, solo = unique("gauge"), unique("gauge")
     before = await scrape(served)
     await js.connect("a", port=served.port, key=APP_KEY)
     await js.connect("b", port=served.port, key=APP_KEY)
@@ -213,7 +213,7 @@ async def test_ws_messages_received_counts_every_client_frame_and_its_bytes(serv
 
 
 async def test_ws_sent_bytes_and_fanout_histogram_grow_with_a_delivery(served: Served) -> None:
-    channel = f"sent-{uuid.uuid4().hex[:8]}"
+    channel = unique("sent")
     async with aiohttp.ClientSession() as session:
         ws, _ = await raw_socket(session, served.port)
         await ws.send_str(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
@@ -258,7 +258,7 @@ async def test_http_requests_are_counted_by_endpoint_and_status(served: Served) 
 
 
 async def test_logs_are_json_lines_with_app_id_and_socket_id(served: Served) -> None:
-    channel = f"private-logged-{uuid.uuid4().hex[:8]}"
+    channel = unique("private-logged")
     async with aiohttp.ClientSession() as session:
         ws, socket_id = await raw_socket(session, served.port)
         forged = {"channel": channel, "auth": f"{APP_KEY}:{'0' * 64}"}

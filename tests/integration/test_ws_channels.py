@@ -17,16 +17,12 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
+from tests.support.names import unique
 from tests.support.ports import LOOPBACK
 from tests.support.raw_ws import RawClient, open_established
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,17 +17,13 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClientError, JsClients
+from tests.support.names import unique
 from tests.support.raw_ws import RawClient, open_established
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
 LIMITED = {"app_id": "2", "key": "limited-key", "secret": "limited-secret"}  # 3 events/s, 1 KB, 2 sockets
 QUIET = {"app_id": "4", "key": "quiet-key", "secret": "quiet-secret"}  # client events disabled
 REJECTED = 4301
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

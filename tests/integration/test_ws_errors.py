@@ -6,10 +6,9 @@ socket must still complete a subscription and a `pusher:ping`.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
+from tests.support.names import unique
 from tests.support.raw_ws import RawClient
 from tests.support.topology import APP_KEY, Topology
 
@@ -31,11 +30,6 @@ MALFORMED = {
     "subscribe_channel_a_number": '{"event": "pusher:subscribe", "data": {"channel": 5}}',
     "signin_without_user_data": '{"event": "pusher:signin", "data": {"auth": "k:s"}}',
 }
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 async def assert_still_usable(client: RawClient) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,15 +17,11 @@ import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients, JsRecord
+from tests.support.names import unique
 from tests.support.raw_ws import RawClient
 from tests.support.topology import APP_KEY, Topology
 
 CROWDED = {"app_id": "5", "key": "crowded-key", "secret": "crowded-secret"}  # max 2 presence members
-
-
-def unique(prefix: str) -> str:
-    """A channel name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def user(user_id: str, **info: Any) -> dict[str, Any]:

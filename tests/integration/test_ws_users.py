@@ -11,22 +11,17 @@ import asyncio
 import hashlib
 import hmac
 import json
-import uuid
 from typing import Any
 
 import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClientError, JsClients
+from tests.support.names import unique
 from tests.support.raw_ws import RawClient
 from tests.support.topology import APP_KEY, APP_SECRET, Topology
 
 UNAUTHORIZED = 4009
-
-
-def unique_user(prefix: str = "user") -> str:
-    """A user id no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def signed_in(
@@ -54,7 +49,7 @@ def sign(socket_id: str, user_data: str) -> str:
 async def test_pusher_js_signin_succeeds_and_subscribes_its_server_to_user_channel(
     js: JsClients, topology: Topology, auth: AuthServer
 ) -> None:
-    user_id = unique_user()
+    user_id = unique("user")
 
     user_data = await signed_in(js, topology, auth, "alice", 0, user_id)
 
@@ -69,12 +64,12 @@ async def test_pusher_js_signin_succeeds_and_subscribes_its_server_to_user_chann
 async def test_send_to_user_reaches_every_socket_of_that_user_on_every_node_and_nobody_else(
     js: JsClients, topology: Topology, auth: AuthServer
 ) -> None:
-    target, other = unique_user("target"), unique_user("other")
+    target, other = unique("target"), unique("other")
     await signed_in(js, topology, auth, "tab1", 0, target)
     await signed_in(js, topology, auth, "tab2", 1, target)
     await signed_in(js, topology, auth, "other", 1, other)
     # Same id as a presence member, but never signed in: not that user as far as sign-in is concerned.
-    channel = f"presence-{uuid.uuid4().hex[:12]}"
+    channel = unique("presence")
     await js.connect(
         "lookalike",
         port=topology.ws_port(0),
@@ -97,8 +92,8 @@ async def test_send_to_user_reaches_every_socket_of_that_user_on_every_node_and_
 async def test_signed_in_user_joins_a_presence_channel_without_channel_data(
     js: JsClients, topology: Topology, auth: AuthServer
 ) -> None:
-    user_id = unique_user()
-    channel = f"presence-{uuid.uuid4().hex[:12]}"
+    user_id = unique("user")
+    channel = unique("presence")
     await signed_in(js, topology, auth, "alice", 1, user_id, omit_channel_data="1")
 
     snapshot = await js.subscribe("alice", channel)
@@ -117,7 +112,7 @@ async def test_signin_with_a_tampered_signature_closes_the_connection_with_4009(
         port=topology.ws_port(0),
         key=APP_KEY,
         user_auth_url=auth.user_auth_url,
-        user_auth_params={"user_id": unique_user(), "tamper": "1"},
+        user_auth_params={"user_id": unique("user"), "tamper": "1"},
     )
 
     with pytest.raises(JsClientError):
@@ -165,7 +160,7 @@ async def test_signin_as_a_second_user_on_the_same_connection_closes_it_with_400
 
 
 async def test_signed_in_socket_may_subscribe_only_its_own_server_to_user_channel(topology: Topology) -> None:
-    user_id = unique_user()
+    user_id = unique("user")
     async with RawClient(topology.ws_port(1), APP_KEY) as client:
         socket_id = await client.established()
         await client.send_json(
@@ -184,7 +179,7 @@ async def test_signed_in_socket_may_subscribe_only_its_own_server_to_user_channe
 async def test_terminate_user_connections_closes_only_that_users_sockets_on_every_node(
     js: JsClients, topology: Topology, auth: AuthServer
 ) -> None:
-    target, other = unique_user("target"), unique_user("other")
+    target, other = unique("target"), unique("other")
     await signed_in(js, topology, auth, "tab1", 0, target)
     await signed_in(js, topology, auth, "tab2", 1, target)
     await signed_in(js, topology, auth, "other", 0, other)
