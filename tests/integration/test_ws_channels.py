@@ -19,7 +19,7 @@ from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
 from tests.support.names import unique
 from tests.support.ports import LOOPBACK
-from tests.support.raw_ws import RawClient, open_established
+from tests.support.raw_ws import RawClient, open_established, subscription_answer
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -139,9 +139,7 @@ async def test_refused_subscriber_receives_nothing_from_the_channel(
 
 
 async def test_private_subscription_without_auth_is_refused(topology: Topology) -> None:
-    async with RawClient(topology.ws_port(0), APP_KEY) as client:
-        await client.established()
-        frame = await client.subscribe(unique("private-bare"))
+    frame = await subscription_answer(topology.ws_port(0), APP_KEY, unique("private-bare"))
 
     assert frame.event == "pusher:subscription_error"
     assert frame.data["type"] == "AuthError"
@@ -227,9 +225,7 @@ async def test_subscribing_twice_confirms_twice_and_delivers_once(topology: Topo
 
 
 async def test_subscribing_to_a_hash_channel_is_refused(topology: Topology) -> None:
-    async with RawClient(topology.ws_port(0), APP_KEY) as client:
-        await client.established()
-        frame = await client.subscribe("#anything")
+    frame = await subscription_answer(topology.ws_port(0), APP_KEY, "#anything")
 
     assert frame.event == "pusher:subscription_error"
     assert frame.channel == "#anything"
@@ -237,18 +233,14 @@ async def test_subscribing_to_a_hash_channel_is_refused(topology: Topology) -> N
 
 
 async def test_subscribing_to_another_users_server_channel_without_signin_is_refused(topology: Topology) -> None:
-    async with RawClient(topology.ws_port(1), APP_KEY) as client:
-        await client.established()
-        frame = await client.subscribe("#server-to-user-someone")
+    frame = await subscription_answer(topology.ws_port(1), APP_KEY, "#server-to-user-someone")
 
     assert frame.event == "pusher:subscription_error"
     assert frame.data["status"] == 4009
 
 
 async def test_channel_name_with_forbidden_characters_is_refused(topology: Topology) -> None:
-    async with RawClient(topology.ws_port(0), APP_KEY) as client:
-        await client.established()
-        frame = await client.subscribe("bad channel!")
+    frame = await subscription_answer(topology.ws_port(0), APP_KEY, "bad channel!")
 
     assert frame.event == "pusher:subscription_error"
     assert frame.data["status"] == 4009

@@ -18,7 +18,7 @@ import pytest
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients, JsRecord
 from tests.support.names import unique
-from tests.support.raw_ws import RawClient
+from tests.support.raw_ws import subscription_answer
 from tests.support.topology import APP_KEY, Topology
 
 CROWDED = {"app_id": "5", "key": "crowded-key", "secret": "crowded-secret"}  # max 2 presence members
@@ -47,13 +47,26 @@ async def crowded_auth() -> AsyncIterator[AuthServer]:
         yield server
 
 
+async def connect(
+    js: JsClients, topology: Topology, auth: AuthServer, cid: str, node: int, params: dict[str, Any]
+) -> None:
+    """Connect client `cid` to node `node`; its channel auth requests carry `params` (the user)."""
+    await js.connect(cid, port=topology.ws_port(node), key=auth.key, auth_url=auth.channel_auth_url, auth_params=params)
+
+
 async def join(
     js: JsClients, topology: Topology, auth: AuthServer, cid: str, node: int, channel: str, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Connect client `cid` to node `node` as the given user and subscribe; return the members snapshot."""
-    await js.connect(cid, port=topology.ws_port(node), key=auth.key, auth_url=auth.channel_auth_url, auth_params=params)
+    await connect(js, topology, auth, cid, node, params)
     snapshot: dict[str, Any] = await js.subscribe(cid, channel)
     return snapshot
+
+
+async def fill(js: JsClients, topology: Topology, crowded_auth: AuthServer, channel: str) -> None:
+    """Users "one" (client "one", node 0) and "two" (client "two", node 1) take app 5's two member places."""
+    await join(js, topology, crowded_auth, "one", 0, channel, user("one"))
+    await join(js, topology, crowded_auth, "two", 1, channel, user("two"))
 
 
 async def test_presence_subscription_lists_every_member_with_user_info_across_nodes(
@@ -81,11 +94,14 @@ async def test_subscription_succeeded_data_is_a_json_string_with_ids_hash_and_co
     topology: Topology,
 ) -> None:
     channel = unique("presence-wire")
-    async with RawClient(topology.ws_port(0), APP_KEY) as client:
-        socket_id = await client.established()
-        signed = topology.sdk().authenticate(channel, socket_id, {"user_id": "u1", "user_info": {"n": 1}})
+    sdk = topology.sdk()
 
-        frame = await client.subscribe(channel, auth=signed["auth"], channel_data=signed["channel_data"])
+    frame = await subscription_answer(
+        topology.ws_port(0),
+        APP_KEY,
+        channel,
+        sign=lambda socket_id: sdk.authenticate(channel, socket_id, {"user_id": "u1", "user_info": {"n": 1}}),
+    )
 
     assert frame.event == "pusher_internal:subscription_succeeded"
     assert isinstance(frame.data, str)
@@ -184,15 +200,8 @@ async def test_presence_member_limit_refuses_a_new_user_with_limit_reached(
     js: JsClients, topology: Topology, crowded_auth: AuthServer
 ) -> None:
     channel = unique("presence-small")
-    await join(js, topology, crowded_auth, "one", 0, channel, user("one"))
-    await join(js, topology, crowded_auth, "two", 1, channel, user("two"))
-    await js.connect(
-        "three",
-        port=topology.ws_port(0),
-        key=crowded_auth.key,
-        auth_url=crowded_auth.channel_auth_url,
-        auth_params=user("three"),
-    )
+    await fill(js, topology, crowded_auth, channel)
+    await connect(js, topology, crowded_auth, "three", 0, user("three"))
 
     error = await js.subscribe_error("three", channel)
 
@@ -213,15 +222,8 @@ async def test_refused_presence_subscription_leaves_no_occupancy_behind(
     js: JsClients, topology: Topology, crowded_auth: AuthServer
 ) -> None:
     channel = unique("presence-small")
-    await join(js, topology, crowded_auth, "one", 0, channel, user("one"))
-    await join(js, topology, crowded_auth, "two", 1, channel, user("two"))
-    await js.connect(
-        "three",
-        port=topology.ws_port(0),
-        key=crowded_auth.key,
-        auth_url=crowded_auth.channel_auth_url,
-        auth_params=user("three"),
-    )
+    await fill(js, topology, crowded_auth, channel)
+    await connect(js, topology, crowded_auth, "three", 0, user("three"))
     await js.subscribe_error("three", channel)
 
     for cid in ("one", "two", "three"):
@@ -239,8 +241,7 @@ async def test_full_presence_channel_accepts_another_socket_of_a_present_user(
     js: JsClients, topology: Topology, crowded_auth: AuthServer
 ) -> None:
     channel = unique("presence-small")
-    await join(js, topology, crowded_auth, "one", 0, channel, user("one"))
-    await join(js, topology, crowded_auth, "two", 1, channel, user("two"))
+    await fill(js, topology, crowded_auth, channel)
 
     snapshot = await join(js, topology, crowded_auth, "two-again", 0, channel, user("two"))
 
@@ -251,8 +252,7 @@ async def test_member_leaving_a_full_channel_makes_room_for_a_new_user(
     js: JsClients, topology: Topology, crowded_auth: AuthServer
 ) -> None:
     channel = unique("presence-small")
-    await join(js, topology, crowded_auth, "one", 0, channel, user("one"))
-    await join(js, topology, crowded_auth, "two", 1, channel, user("two"))
+    await fill(js, topology, crowded_auth, channel)
     await js.disconnect("two")
     await js.wait_for("one", source="message", channel=channel, event="pusher_internal:member_removed")
 
@@ -266,13 +266,7 @@ async def test_tampered_presence_signature_gets_subscription_error(
 ) -> None:
     channel = unique("presence-guarded")
     await join(js, topology, auth, "alice", 0, channel, user("alice"))
-    await js.connect(
-        "mallory",
-        port=topology.ws_port(1),
-        key=APP_KEY,
-        auth_url=auth.channel_auth_url,
-        auth_params={**user("mallory"), "tamper": "1"},
-    )
+    await connect(js, topology, auth, "mallory", 1, {**user("mallory"), "tamper": "1"})
 
     error = await js.subscribe_error("mallory", channel)
 
@@ -283,11 +277,14 @@ async def test_tampered_presence_signature_gets_subscription_error(
 
 async def test_presence_subscription_without_channel_data_is_refused(topology: Topology) -> None:
     channel = unique("presence-anonymous")
-    async with RawClient(topology.ws_port(0), APP_KEY) as client:
-        socket_id = await client.established()
-        auth = topology.sdk().authenticate(channel, socket_id)["auth"]  # a valid private-style signature
+    sdk = topology.sdk()
 
-        frame = await client.subscribe(channel, auth=auth)
+    frame = await subscription_answer(
+        topology.ws_port(0),
+        APP_KEY,
+        channel,
+        sign=lambda socket_id: {"auth": sdk.authenticate(channel, socket_id)["auth"]},  # a valid private-style one
+    )
 
     assert frame.event == "pusher:subscription_error"
     assert frame.data["type"] == "AuthError"
@@ -304,11 +301,11 @@ async def test_signed_presence_channel_data_without_a_valid_user_id_is_refused(
     topology: Topology, custom_data: dict[str, Any]
 ) -> None:
     channel = unique("presence-invalid")
-    async with RawClient(topology.ws_port(1), APP_KEY) as client:
-        socket_id = await client.established()
-        signed = topology.sdk().authenticate(channel, socket_id, custom_data)
+    sdk = topology.sdk()
 
-        frame = await client.subscribe(channel, auth=signed["auth"], channel_data=signed["channel_data"])
+    frame = await subscription_answer(
+        topology.ws_port(1), APP_KEY, channel, sign=lambda socket_id: sdk.authenticate(channel, socket_id, custom_data)
+    )
 
     assert frame.event == "pusher:subscription_error"
     assert frame.data["status"] == 400

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -287,6 +288,20 @@ async def refusal(port: int, key: str, *, protocol: str | int | None = 7, timeou
             raise RawWsError(f"closed with {code} without a pusher:error frame")
         assert code is not None
         return client.frames[0], code
+
+
+async def subscription_answer(
+    port: int, key: str, channel: str, *, sign: Callable[[str], Mapping[str, str]] | None = None
+) -> Frame:
+    """Subscribe a fresh socket to `channel` once and return the server's answer; the socket is closed after.
+
+    `sign` gets the socket id and returns what to send with the subscription: `auth`, and `channel_data`
+    for a presence channel (e.g. the SDK's `authenticate(channel, socket_id, ...)`).
+    """
+    async with RawClient(port, key) as client:
+        socket_id = await client.established()
+        signed = sign(socket_id) if sign is not None else {}
+        return await client.subscribe(channel, auth=signed.get("auth"), channel_data=signed.get("channel_data"))
 
 
 async def open_established(port: int, key: str, *, quota_wait: float = 3.0, **options: Any) -> RawClient:
