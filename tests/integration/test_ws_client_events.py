@@ -62,6 +62,15 @@ def errors(js: JsClients, cid: str, since: int = 0) -> list[dict[str, Any]]:
     return [r.data for r in js.events(cid, lambda r: r.seq > since, source="message", event="pusher:error")]
 
 
+async def assert_refused(js: JsClients, sender: str, receiver: str, event: str, reason: str, since: int) -> None:
+    """`sender` got `pusher:error` 4301 naming `reason`; `receiver` never got `event`; `sender` stays connected."""
+    error = await js.wait_for(sender, source="message", event="pusher:error", since=since)
+    assert error.data["code"] == REJECTED
+    assert reason in error.data["message"]
+    await js.expect_none(receiver, source="message", event=event, since=since, within=0.3)
+    assert (await js.state(sender)).state == "connected"
+
+
 async def test_client_event_reaches_other_subscribers_on_every_node_but_not_the_sender(
     js: JsClients, topology: Topology, auth: AuthServer
 ) -> None:
@@ -140,11 +149,7 @@ async def test_client_event_on_a_public_channel_is_refused_with_4301(js: JsClien
 
     await js.trigger("alice", channel, "client-shout", {"loud": True})
 
-    error = await js.wait_for("alice", source="message", event="pusher:error", since=mark)
-    assert error.data["code"] == REJECTED
-    assert "private and presence" in error.data["message"]
-    await js.expect_none("bob", source="message", event="client-shout", since=mark, within=0.3)
-    assert (await js.state("alice")).state == "connected"
+    await assert_refused(js, "alice", "bob", "client-shout", "private and presence", since=mark)
 
 
 async def test_client_event_is_refused_when_the_app_disables_client_events(
@@ -158,11 +163,7 @@ async def test_client_event_is_refused_when_the_app_disables_client_events(
 
     await js.trigger("alice", channel, "client-typing", {"typing": True})
 
-    error = await js.wait_for("alice", source="message", event="pusher:error", since=mark)
-    assert error.data["code"] == REJECTED
-    assert "not enabled" in error.data["message"]
-    await js.expect_none("bob", source="message", event="client-typing", since=mark, within=0.3)
-    assert (await js.state("alice")).state == "connected"
+    await assert_refused(js, "alice", "bob", "client-typing", "not enabled", since=mark)
 
 
 async def test_client_events_past_the_per_socket_rate_are_refused_with_4301_and_the_socket_stays_open(
