@@ -75,6 +75,24 @@ def calls_between(before: dict[str, int], after: dict[str, int]) -> dict[str, in
     return delta
 
 
+@dataclass(frozen=True)
+class Implementation:
+    """Which implementation a contract test runs against: ``memory``, or ``redis`` at a URL under a key prefix."""
+
+    kind: str
+    redis_url: str = ""
+    prefix: str = ""
+
+
+@pytest.fixture(params=["memory", "redis"])
+def implementation(request: pytest.FixtureRequest, prefix: str) -> Implementation:
+    """Each test that uses it runs once per implementation; the session's redis-server starts only for Redis."""
+    if request.param == "memory":
+        return Implementation("memory")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return Implementation("redis", server.url, prefix)
+
+
 # ClusterState
 
 
@@ -109,14 +127,10 @@ class StateCluster:
             await state.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def cluster(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[StateCluster]:
+@pytest.fixture
+async def cluster(implementation: Implementation) -> AsyncIterator[StateCluster]:
     """Nodes over the memory store or over Redis (each test runs once per implementation)."""
-    if request.param == "memory":
-        made = StateCluster("memory")
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = StateCluster("redis", server.url, prefix)
+    made = StateCluster(implementation.kind, implementation.redis_url, implementation.prefix)
     yield made
     await made.close()
 
@@ -181,14 +195,10 @@ async def settle_unsubscribes(broker: Broker) -> None:
         await broker.sync()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def brokers(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[BrokerCluster]:
+@pytest.fixture
+async def brokers(implementation: Implementation) -> AsyncIterator[BrokerCluster]:
     """Brokers of either implementation (each test runs once per implementation)."""
-    if request.param == "memory":
-        made = BrokerCluster("memory")
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = BrokerCluster("redis", server.url, prefix)
+    made = BrokerCluster(implementation.kind, implementation.redis_url, implementation.prefix)
     yield made
     await made.close()
 

@@ -10,22 +10,21 @@ import redis.asyncio as aioredis
 
 from hub.webhooks.queue import MemoryWebhookQueue, WebhookJob, WebhookQueue
 from hub.webhooks.redis_queue import RedisWebhookQueue
-from tests.support.redis_server import RedisServer
+from tests.contract.conftest import Implementation
 
 NOW = 1_700_000_000.0
 LEASE = 30.0
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def queue(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[WebhookQueue]:
+@pytest.fixture
+async def queue(implementation: Implementation) -> AsyncIterator[WebhookQueue]:
     """An empty queue of each implementation."""
-    if request.param == "memory":
+    if implementation.kind == "memory":
         yield MemoryWebhookQueue()
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    client = aioredis.Redis.from_url(server.url)
+    client = aioredis.Redis.from_url(implementation.redis_url)
     try:
-        yield RedisWebhookQueue(client, prefix)
+        yield RedisWebhookQueue(client, implementation.prefix)
     finally:
         await client.aclose()
 
