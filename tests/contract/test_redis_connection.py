@@ -123,6 +123,20 @@ async def exercise(url: str, prefix: str) -> None:
         await state.close()
 
 
+async def assert_unusable(url: str, prefix: str) -> None:
+    """Through ``url`` a broker starts but stays unhealthy, and a state's start raises ``StateUnavailable``."""
+    broker = RedisBroker(url, prefix, "node", timeout=0.3)
+    state = RedisClusterState(url, prefix, "node", timeout=TIMEOUT)
+    try:
+        await broker.start(Inbox(), [APP])
+        assert not broker.healthy
+        with pytest.raises(StateUnavailable):
+            await state.start()
+    finally:
+        await broker.close()
+        await state.close()
+
+
 async def test_password_in_the_url_authenticates(secured_server: RedisServer, prefix: str) -> None:
     await exercise(secured_server.url, prefix)
 
@@ -134,17 +148,7 @@ async def test_acl_user_and_password_in_the_url_authenticate(secured_server: Red
 async def test_wrong_password_leaves_broker_unhealthy_and_state_unavailable(
     secured_server: RedisServer, prefix: str
 ) -> None:
-    url = f"redis://:wrong@127.0.0.1:{secured_server.port}/0"
-    broker = RedisBroker(url, prefix, "node", timeout=0.3)
-    state = RedisClusterState(url, prefix, "node", timeout=TIMEOUT)
-    try:
-        await broker.start(Inbox(), [APP])
-        assert not broker.healthy
-        with pytest.raises(StateUnavailable):
-            await state.start()
-    finally:
-        await broker.close()
-        await state.close()
+    await assert_unusable(f"redis://:wrong@127.0.0.1:{secured_server.port}/0", prefix)
 
 
 @pytest.mark.parametrize("url_suffix", ["/3", "?db=3"])
@@ -207,13 +211,4 @@ async def test_rediss_url_with_the_servers_ca_works(tls_server: dict[str, Any], 
 
 async def test_rediss_refuses_a_server_certificate_it_cannot_verify(tls_server: dict[str, Any], prefix: str) -> None:
     url = f"rediss://127.0.0.1:{tls_server['port']}/0"  # system CAs only: the test CA is unknown
-    broker = RedisBroker(url, prefix, "node", timeout=0.3)
-    state = RedisClusterState(url, prefix, "node", timeout=TIMEOUT)
-    try:
-        await broker.start(Inbox(), [APP])
-        assert not broker.healthy
-        with pytest.raises(StateUnavailable):
-            await state.start()
-    finally:
-        await broker.close()
-        await state.close()
+    await assert_unusable(url, prefix)

@@ -65,6 +65,15 @@ async def broker_pair(server: RedisServer, started: list[Any], metrics: Metrics 
     return inbox, receiver, publisher
 
 
+async def started_states(server: RedisServer, started: list[Any], *node_ids: str) -> list[RedisClusterState]:
+    """Started states of nodes ``node_ids`` on ``server``, in that order (closed when the test ends)."""
+    states = [RedisClusterState(server.url, PREFIX, node_id, timeout=TIMEOUT) for node_id in node_ids]
+    started += states
+    for state in states:
+        await state.start()
+    return states
+
+
 def event(channel: str, name: str) -> Envelope:
     return event_envelope(APP, channel, name, "{}", origin_node="test")
 
@@ -309,9 +318,7 @@ def state_calls(state: RedisClusterState) -> list[Callable[[], Awaitable[object]
 async def test_every_state_method_raises_state_unavailable_while_redis_is_down(
     server: RedisServer, started: list[Any]
 ) -> None:
-    state = RedisClusterState(server.url, PREFIX, "a", timeout=TIMEOUT)
-    started.append(state)
-    await state.start()
+    [state] = await started_states(server, started, "a")
     assert state.healthy
     await server.stop_async()
     for call in state_calls(state):
@@ -323,9 +330,7 @@ async def test_every_state_method_raises_state_unavailable_while_redis_is_down(
 
 
 async def test_state_call_raises_within_the_timeout_when_redis_hangs(server: RedisServer, started: list[Any]) -> None:
-    state = RedisClusterState(server.url, PREFIX, "a", timeout=TIMEOUT)
-    started.append(state)
-    await state.start()
+    [state] = await started_states(server, started, "a")
     server.pause()
     try:
         began = time.monotonic()
@@ -341,11 +346,7 @@ async def test_state_call_raises_within_the_timeout_when_redis_hangs(server: Red
 async def test_after_redis_lost_its_data_heartbeat_asks_for_resync_which_restores_the_share(
     server: RedisServer, started: list[Any]
 ) -> None:
-    a = RedisClusterState(server.url, PREFIX, "a", timeout=TIMEOUT)
-    b = RedisClusterState(server.url, PREFIX, "b", timeout=TIMEOUT)
-    started += [a, b]
-    await a.start()
-    await b.start()
+    a, b = await started_states(server, started, "a", "b")
     await a.join_channel(APP, "news")
     await b.join_presence(APP, "presence-room", "u1", {"name": "Ann"}, 100)
     await asyncio.to_thread(server.restart)  # nothing is persisted: every key is gone
@@ -362,11 +363,7 @@ async def test_after_redis_lost_its_data_heartbeat_asks_for_resync_which_restore
 async def test_a_reaping_abandoned_midway_is_finished_by_a_later_reaper(
     server: RedisServer, started: list[Any]
 ) -> None:
-    a = RedisClusterState(server.url, PREFIX, "a", timeout=TIMEOUT)
-    b = RedisClusterState(server.url, PREFIX, "b", timeout=TIMEOUT)
-    started += [a, b]
-    await a.start()
-    await b.start()
+    a, b = await started_states(server, started, "a", "b")
     await b.join_channel(APP, "only-b")
     await b.join_presence(APP, "presence-room", "u1", None, 100)
     # What a reaper that died right after claiming B leaves behind: B claimed long ago, share untouched.
