@@ -133,14 +133,18 @@ class ManagedProcess:
     def _not_ready_error(self, why: str) -> ProcessFailedError:
         return ProcessFailedError(f"{self.name} (pid {self.pid}) {why}; output:\n{self.output()}")
 
+    def _fail_unless_still_starting(self, deadline: float, timeout: float) -> None:
+        """Raise if the process exited, or if `deadline` (`timeout` seconds after the wait began) passed."""
+        if not self.is_running():
+            raise self._not_ready_error(f"exited with {self.returncode} before it was ready")
+        if time.monotonic() >= deadline:
+            raise self._not_ready_error(f"not ready after {timeout} s")
+
     def wait_ready(self, check: ReadyCheck, *, timeout: float = 15.0) -> Self:
         """Block until `check()` is true; fail early if the process exits meanwhile."""
         deadline = time.monotonic() + timeout
         while not check():
-            if not self.is_running():
-                raise self._not_ready_error(f"exited with {self.returncode} before it was ready")
-            if time.monotonic() >= deadline:
-                raise self._not_ready_error(f"not ready after {timeout} s")
+            self._fail_unless_still_starting(deadline, timeout)
             time.sleep(0.05)
         return self
 
@@ -148,10 +152,7 @@ class ManagedProcess:
         """Like `wait_ready`, but runs probes in a thread so the test's event loop keeps serving."""
         deadline = time.monotonic() + timeout
         while not await asyncio.to_thread(check):
-            if not self.is_running():
-                raise self._not_ready_error(f"exited with {self.returncode} before it was ready")
-            if time.monotonic() >= deadline:
-                raise self._not_ready_error(f"not ready after {timeout} s")
+            self._fail_unless_still_starting(deadline, timeout)
             await asyncio.sleep(0.05)
         return self
 
@@ -208,6 +209,15 @@ class ManagedProcess:
         self.close()
 
 
+def _spawn_hub_serve(
+    port: int, host: str, extra_args: Sequence[str], env: Mapping[str, str] | None
+) -> tuple[ManagedProcess, ReadyCheck]:
+    """Spawn `hub serve` on host:port with metrics disabled; return it and the check that GET / answers 200."""
+    argv = hub_command("serve", "--host", host, "--port", str(port), "--metrics-port", "0", *extra_args)
+    process = ManagedProcess(argv, env=env, name=f"hub-serve-{port}").start()
+    return process, http_ready(f"http://{host}:{port}/")
+
+
 def start_hub_serve(
     port: int,
     *,
@@ -217,10 +227,9 @@ def start_hub_serve(
     ready_timeout: float = 15.0,
 ) -> ManagedProcess:
     """Start `hub serve` on host:port with metrics disabled and wait until GET / answers 200."""
-    argv = hub_command("serve", "--host", host, "--port", str(port), "--metrics-port", "0", *extra_args)
-    process = ManagedProcess(argv, env=env, name=f"hub-serve-{port}").start()
+    process, ready = _spawn_hub_serve(port, host, extra_args, env)
     try:
-        process.wait_ready(http_ready(f"http://{host}:{port}/"), timeout=ready_timeout)
+        process.wait_ready(ready, timeout=ready_timeout)
     except BaseException:
         process.close()
         raise
@@ -236,10 +245,9 @@ async def start_hub_serve_async(
     ready_timeout: float = 15.0,
 ) -> ManagedProcess:
     """`start_hub_serve` for async fixtures: waits for readiness without blocking the event loop."""
-    argv = hub_command("serve", "--host", host, "--port", str(port), "--metrics-port", "0", *extra_args)
-    process = ManagedProcess(argv, env=env, name=f"hub-serve-{port}").start()
+    process, ready = _spawn_hub_serve(port, host, extra_args, env)
     try:
-        await process.wait_ready_async(http_ready(f"http://{host}:{port}/"), timeout=ready_timeout)
+        await process.wait_ready_async(ready, timeout=ready_timeout)
     except BaseException:
         await process.stop_async()
         process.close()
