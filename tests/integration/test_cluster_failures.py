@@ -30,6 +30,13 @@ def cluster() -> Iterator[Topology]:
         yield topology
 
 
+async def connect_as(js: JsClients, cluster: Topology, auth: AuthServer, cid: str, node: int, user_id: str) -> None:
+    """Connect pusher-js client `cid` to ws node `node`; it joins presence channels as `user_id`."""
+    await js.connect(
+        cid, port=cluster.ws_port(node), key=APP_KEY, auth_url=auth.channel_auth_url, auth_params={"user_id": user_id}
+    )
+
+
 async def _occupancy(topology: Topology, channel: str) -> int:
     sdk = topology.sdk()
     info = await asyncio.to_thread(sdk.channel_info, channel, ["subscription_count"])
@@ -40,20 +47,8 @@ async def test_survivors_receive_member_removed_after_a_ws_node_is_killed(
     cluster: Topology, js: JsClients, auth: AuthServer
 ) -> None:
     channel = unique("presence-crash")
-    await js.connect(
-        "survivor",
-        port=cluster.ws_port(0),
-        key=APP_KEY,
-        auth_url=auth.channel_auth_url,
-        auth_params={"user_id": "survivor"},
-    )
-    await js.connect(
-        "victim",
-        port=cluster.ws_port(1),
-        key=APP_KEY,
-        auth_url=auth.channel_auth_url,
-        auth_params={"user_id": "victim"},
-    )
+    await connect_as(js, cluster, auth, "survivor", 0, "survivor")
+    await connect_as(js, cluster, auth, "victim", 1, "victim")
     await js.subscribe("survivor", channel)
     await js.subscribe("victim", channel)
     await js.wait_for("survivor", source="channel", channel=channel, event="pusher:member_added")
@@ -80,16 +75,9 @@ async def test_a_user_still_connected_elsewhere_is_not_removed_when_one_of_its_n
     cluster: Topology, js: JsClients, auth: AuthServer
 ) -> None:
     channel = unique("presence-crash")
-    params = {"user_id": "multi"}
-    await js.connect(
-        "watcher",
-        port=cluster.ws_port(0),
-        key=APP_KEY,
-        auth_url=auth.channel_auth_url,
-        auth_params={"user_id": "watcher"},
-    )
-    await js.connect("tab0", port=cluster.ws_port(0), key=APP_KEY, auth_url=auth.channel_auth_url, auth_params=params)
-    await js.connect("tab1", port=cluster.ws_port(1), key=APP_KEY, auth_url=auth.channel_auth_url, auth_params=params)
+    await connect_as(js, cluster, auth, "watcher", 0, "watcher")
+    await connect_as(js, cluster, auth, "tab0", 0, "multi")
+    await connect_as(js, cluster, auth, "tab1", 1, "multi")
     for cid in ("watcher", "tab0", "tab1"):
         await js.subscribe(cid, channel)
     assert await _occupancy(cluster, channel) == 3
