@@ -9,8 +9,6 @@ Cache miss and subscription count webhooks are checked with their features, in
 test_feature_cache_channels.py and test_feature_subscription_count.py.
 """
 
-# ruff: noqa: ASYNC109  -- `eventually` takes a per-call timeout in seconds
-
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +26,7 @@ import pytest
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
 from tests.support.names import unique
+from tests.support.polling import eventually
 from tests.support.topology import TOPOLOGIES, Topology, running_topology, start_ingest_node, start_ws_node
 from tests.support.webhook_receiver import ReceivedEvent, WebhookReceiver
 
@@ -90,17 +89,6 @@ async def flaky_auth() -> AsyncIterator[AuthServer]:
     """Channel auth for the app whose webhook endpoint the tests break."""
     async with AuthServer(app_id=FLAKY["id"], key=FLAKY["key"], secret=FLAKY["secret"]) as server:
         yield server
-
-
-async def eventually(read: Callable[[], Awaitable[Any]], expected: Any, *, timeout: float = 5.0) -> None:
-    """Poll `read()` until it returns `expected`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await read()
-        if value == expected or time.monotonic() >= deadline:
-            assert value == expected
-            return
-        await asyncio.sleep(0.05)
 
 
 def subscription_count(topology: Topology, channel: str) -> Callable[[], Awaitable[int]]:

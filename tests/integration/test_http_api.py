@@ -5,15 +5,13 @@ one `hub ingest`), where subscribers sit on different nodes so delivery and coun
 The SDK is blocking, so its calls run in a thread (`asyncio.to_thread`).
 """
 
-# ruff: noqa: ASYNC109  -- `eventually` takes a per-call timeout in seconds
-
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,23 +23,13 @@ from pusher.signature import sign
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
 from tests.support.names import unique
+from tests.support.polling import eventually
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
 
 async def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a blocking SDK call without blocking the event loop."""
     return await asyncio.to_thread(func, *args, **kwargs)
-
-
-async def eventually(read: Callable[[], Awaitable[Any]], expected: Any, *, timeout: float = 5.0) -> Any:
-    """Poll `read()` until it returns `expected` (counts settle a moment after subscription_succeeded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await read()
-        if value == expected or time.monotonic() >= deadline:
-            assert value == expected
-            return value
-        await asyncio.sleep(0.05)
 
 
 async def signed_post(topology: Topology, path: str, body: dict[str, Any]) -> tuple[int, Any]:
