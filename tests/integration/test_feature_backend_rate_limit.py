@@ -6,20 +6,17 @@ The limit is counted across the cluster: on the cluster topology the requests al
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from pusher.http import make_query_string
-from pusher.signature import sign
 
 from tests.support.js_clients import JsClients
 from tests.support.names import unique
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.request_signing import signed_params
 from tests.support.topology import TOPOLOGIES, Topology, running_topology, start_ingest_node
 
 LIMIT = 5
@@ -49,13 +46,7 @@ async def publish(port: int, app: dict[str, Any], channels: list[str], n: int) -
     """POST /apps/{id}/events signed as the SDK signs; returns status, headers and the JSON body."""
     path = f"/apps/{app['id']}/events"
     raw = json.dumps({"name": "tick", "data": json.dumps({"n": n}), "channels": channels}).encode()
-    params = {
-        "auth_key": app["key"],
-        "auth_timestamp": str(int(time.time())),
-        "auth_version": "1.0",
-        "body_md5": hashlib.md5(raw).hexdigest(),
-    }
-    params["auth_signature"] = sign(app["secret"], "\n".join(["POST", path, make_query_string(params)]))
+    params = signed_params("POST", path, raw, key=app["key"], secret=app["secret"])
     async with (
         aiohttp.ClientSession() as session,
         session.post(

@@ -8,7 +8,6 @@ nodes. Signatures come from the real `pusher` SDK (tests/support/auth_server.py)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,12 +16,11 @@ from typing import Any
 import aiohttp
 import pusher
 import pytest
-from pusher.http import make_query_string
-from pusher.signature import sign
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients, find_code
 from tests.support.names import unique
+from tests.support.request_signing import signed_params
 from tests.support.topology import TOPOLOGIES, Topology, running_topology
 
 # Watchlist events on; sign-in optional.
@@ -107,13 +105,7 @@ async def post_user_event(topology: Topology, user_id: str, event: str, data: An
     """POST /apps/{id}/users/{user_id}/events, signed as the SDKs sign (the Python SDK has no such call)."""
     path = f"/apps/{USERS['id']}/users/{user_id}/events"
     raw = json.dumps({"name": event, "data": json.dumps(data)}).encode()
-    params = {
-        "auth_key": USERS["key"],
-        "auth_timestamp": str(int(time.time())),
-        "auth_version": "1.0",
-        "body_md5": hashlib.md5(raw).hexdigest(),
-    }
-    params["auth_signature"] = sign(USERS["secret"], "\n".join(["POST", path, make_query_string(params)]))
+    params = signed_params("POST", path, raw, key=USERS["key"], secret=USERS["secret"])
     async with (
         aiohttp.ClientSession() as session,
         session.post(

@@ -8,22 +8,19 @@ The SDK is blocking, so its calls run in a thread (`asyncio.to_thread`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pusher
 import pytest
-from pusher.http import make_query_string
-from pusher.signature import sign
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
 from tests.support.names import unique
 from tests.support.polling import eventually
+from tests.support.request_signing import signed_params
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
 
@@ -35,13 +32,7 @@ async def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 async def signed_post(topology: Topology, path: str, body: dict[str, Any]) -> tuple[int, Any]:
     """POST a JSON body signed the way the SDK signs (its own helpers), for bodies the SDK will not build."""
     raw = json.dumps(body).encode()
-    params = {
-        "auth_key": APP_KEY,
-        "auth_timestamp": str(int(time.time())),
-        "auth_version": "1.0",
-        "body_md5": hashlib.md5(raw).hexdigest(),
-    }
-    params["auth_signature"] = sign(APP_SECRET, "\n".join(["POST", path, make_query_string(params)]))
+    params = signed_params("POST", path, raw, key=APP_KEY, secret=APP_SECRET)
     async with (
         aiohttp.ClientSession() as session,
         session.post(

@@ -17,10 +17,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from pusher.http import make_query_string
-from pusher.signature import sign
 
 from tests.support.names import unique
+from tests.support.request_signing import signed_params
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
 LIMITED = ("2", "limited-key", "limited-secret")  # 1 KB payloads, 40-character channel names
@@ -34,29 +33,6 @@ class Answer:
     status: int
     body: Any
     content_type: str
-
-
-def signed_params(
-    method: str,
-    path: str,
-    body: bytes,
-    *,
-    key: str = APP_KEY,
-    secret: str = APP_SECRET,
-    timestamp: float | None = None,
-    body_md5: str | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """Query parameters signed as the Python SDK signs: body_md5 on every request, GET included."""
-    params = {
-        **(extra or {}),
-        "auth_key": key,
-        "auth_timestamp": "%.0f" % (time.time() if timestamp is None else timestamp),
-        "auth_version": "1.0",
-        "body_md5": hashlib.md5(body).hexdigest() if body_md5 is None else body_md5,
-    }
-    params["auth_signature"] = sign(secret, "\n".join([method, path, make_query_string(params)]))
-    return params
 
 
 async def send(

@@ -10,7 +10,6 @@ It measures the outage timeline and keeps it in `OUTAGE_FIGURES` (printed with `
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import urllib.error
@@ -22,12 +21,11 @@ from typing import Any
 import aiohttp
 import pusher
 import pytest
-from pusher.http import make_query_string
-from pusher.signature import sign
 
 from tests.support.js_clients import JsClients
 from tests.support.names import unique
 from tests.support.ports import LOOPBACK
+from tests.support.request_signing import signed_params
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology, running_topology
 
 # Bounds for a loaded 2-core machine: nodes notice the outage, and recover after Redis returns.
@@ -70,13 +68,7 @@ async def publish(topology: Topology, channel: str, event: str, data: Any) -> tu
     """A trigger signed as the SDK signs it; returns status and JSON body (the SDK hides 503 bodies)."""
     path = f"/apps/{APP_ID}/events"
     raw = json.dumps({"name": event, "data": json.dumps(data), "channels": [channel]}).encode()
-    params = {
-        "auth_key": APP_KEY,
-        "auth_timestamp": f"{time.time():.0f}",
-        "auth_version": "1.0",
-        "body_md5": hashlib.md5(raw).hexdigest(),
-    }
-    params["auth_signature"] = sign(APP_SECRET, "\n".join(["POST", path, make_query_string(params)]))
+    params = signed_params("POST", path, raw, key=APP_KEY, secret=APP_SECRET)
     timeout = aiohttp.ClientTimeout(total=10)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
