@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from tests.support.matching import fields_match
 from tests.support.requirements import require
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
@@ -129,14 +130,7 @@ class JsRecord:
 
     def matches(self, fields: Mapping[str, Any]) -> bool:
         """True when every field equals the wanted value, or satisfies it when the value is callable."""
-        for name, wanted in fields.items():
-            actual = getattr(self, name)
-            if callable(wanted):
-                if not wanted(actual):
-                    return False
-            elif actual != wanted:
-                return False
-        return True
+        return fields_match(lambda name: getattr(self, name), fields)
 
 
 @dataclass(frozen=True)

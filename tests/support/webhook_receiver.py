@@ -29,6 +29,7 @@ from typing import Any, Self
 import pusher
 from aiohttp import web
 
+from tests.support.matching import fields_match
 from tests.support.ports import LOOPBACK, free_port
 
 _POLL_SECONDS = 0.02
@@ -168,7 +169,7 @@ class WebhookReceiver:
             if not request.accepted:
                 continue
             for event in request.events:
-                if _matches(event, fields):
+                if fields_match(event.get, fields):
                     found.append(ReceivedEvent(request, event))
         return found
 
@@ -273,14 +274,3 @@ class WebhookReceiver:
         with self._lock:
             self._state.requests.append(record)
         return web.json_response({"ok": 200 <= status < 300}, status=status)
-
-
-def _matches(event: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
-    for name, wanted in fields.items():
-        actual = event.get(name)
-        if callable(wanted):
-            if not wanted(actual):
-                return False
-        elif actual != wanted:
-            return False
-    return True
