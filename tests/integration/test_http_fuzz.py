@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote_from_bytes, unquote
 
@@ -32,9 +31,9 @@ from yarl import URL
 
 from tests.support.js_clients import JsClients
 from tests.support.names import unique
-from tests.support.ports import LOOPBACK, free_port
-from tests.support.processes import ManagedProcess, http_ready, hub_command
-from tests.support.topology import write_apps_file
+from tests.support.ports import LOOPBACK
+from tests.support.processes import ManagedProcess
+from tests.support.topology import start_embedded
 
 SEED = 20261126
 HTTP_CASES = 320
@@ -71,27 +70,11 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`hub serve` with the test apps, just for the fuzzer (a crash here breaks no other module)."""
-    directory: Path = tmp_path_factory.mktemp("fuzz")
-    port = free_port()
-    argv = hub_command(
-        "serve",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--apps-file",
-        str(write_apps_file(directory)),
-        "--drain-seconds",
-        "0",
-    )
-    process = ManagedProcess(argv, name=f"hub-fuzz-{port}").start()
+    topology = start_embedded(tmp_path_factory.mktemp("fuzz"), "--drain-seconds", "0")
     try:
-        process.wait_ready(http_ready(f"http://{LOOPBACK}:{port}/ready"))
-        yield Served(process, port)
+        yield Served(topology.processes[0], topology.api_port)
     finally:
-        process.close()
+        topology.close()
 
 
 # --- generators ------------------------------------------------------------------------------------
