@@ -386,7 +386,7 @@ async def broadcast(params: BroadcastParams, name: str = "broadcast") -> Result:
     _gate_deliveries(result)
     p99 = float(result.latency["p99_ms"]) if result.latency else None
     result.targets.append(
-        Target("broadcast p99", "<= 50 ms, zero loss", p99, p99 is not None and p99 <= 50 and not result.lost)
+        Target(f"{name} p99", "<= 50 ms, zero loss", p99, p99 is not None and p99 <= 50 and not result.lost)
     )
     return result
 
@@ -488,7 +488,7 @@ async def ramp(params: RampParams, name: str = "ramp") -> Result:
     if params.ws_nodes >= 2:
         value = result.deliveries_per_s
         result.targets.append(
-            Target("ramp sustained deliveries/s", ">= 150,000 at p99 < 100 ms", value, (value or 0) >= 150_000)
+            Target(f"{name} sustained deliveries/s", ">= 150,000 at p99 < 100 ms", value, (value or 0) >= 150_000)
         )
     return result
 
