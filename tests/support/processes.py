@@ -234,22 +234,3 @@ def start_hub_serve(
         process.close()
         raise
     return process
-
-
-async def start_hub_serve_async(
-    port: int,
-    *,
-    host: str = LOOPBACK,
-    extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    ready_timeout: float = 15.0,
-) -> ManagedProcess:
-    """`start_hub_serve` for async fixtures: waits for readiness without blocking the event loop."""
-    process, ready = _spawn_hub_serve(port, host, extra_args, env)
-    try:
-        await process.wait_ready_async(ready, timeout=ready_timeout)
-    except BaseException:
-        await process.stop_async()
-        process.close()
-        raise
-    return process
