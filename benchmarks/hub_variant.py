@@ -7,6 +7,9 @@
   ``isinstance(transport, asyncio.Transport)``, which uvloop's transports (same methods, no common base class)
   fail, so that one module sees a widened ``Transport``.
 - ``backlog=N``: listen with an accept queue of N instead of aiohttp's default 128.
+- ``gclog=DIR``: time every garbage collection; at exit write ``DIR/gc-<pid>.json`` (pauses by generation).
+- ``gcfreeze=S``: every S seconds move all live objects to the permanent generation (``gc.freeze()``), so
+  long-lived connection objects stop being traversed by full collections.
 
 The benchmarks select it with ``--set hub_variant=uvloop`` (or ``backlog=4096``). hub itself is unchanged.
 """
@@ -14,9 +17,15 @@ The benchmarks select it with ``--set hub_variant=uvloop`` (or ``backlog=4096``)
 from __future__ import annotations
 
 import asyncio
+import atexit
+import gc
+import json
 import os
 import sys
+import threading
+import time
 import types
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +61,46 @@ def _set_backlog(backlog: int) -> None:
     web.TCPSite.__init__ = init  # type: ignore[method-assign]
 
 
+def _log_gc(directory: str) -> None:
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    long_pauses: list[tuple[float, int, float]] = []  # (unix time, generation, seconds) of pauses over 5 ms
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            took = time.perf_counter() - started[0]
+            pauses[info["generation"]].append(took)
+            if took > 0.005:
+                long_pauses.append((round(time.time(), 3), info["generation"], round(took * 1000, 2)))
+
+    def write() -> None:
+        summary = {
+            str(gen): {
+                "count": len(values),
+                "total_ms": round(1000 * sum(values), 2),
+                "max_ms": round(1000 * max(values, default=0.0), 2),
+                "over_10ms": sum(1 for v in values if v > 0.01),
+            }
+            for gen, values in pauses.items()
+        }
+        summary["long_pauses"] = long_pauses  # type: ignore[assignment]
+        Path(directory, f"gc-{os.getpid()}.json").write_text(json.dumps(summary, indent=2))
+
+    gc.callbacks.append(callback)
+    atexit.register(write)
+
+
+def _freeze_every(seconds: float) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            gc.freeze()
+
+    threading.Thread(target=loop, name="gc-freeze", daemon=True).start()
+
+
 def apply(variant: str) -> None:
     """Apply every change named in ``variant``."""
     for item in filter(None, (part.strip() for part in variant.split(","))):
@@ -60,6 +109,10 @@ def apply(variant: str) -> None:
             _use_uvloop()
         elif name == "backlog":
             _set_backlog(int(value))
+        elif name == "gclog":
+            _log_gc(value)
+        elif name == "gcfreeze":
+            _freeze_every(float(value))
         else:
             raise SystemExit(f"unknown hub variant {item!r}")
 

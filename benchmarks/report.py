@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scenarios import Result
+from benchmarks.scenarios import Result, Target
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -200,3 +200,33 @@ def write(results: Sequence[Result], meta: dict[str, Any], directory: Path, *, p
     if plots:
         written += plot(results, directory)
     return written
+
+
+def load(directory: Path) -> tuple[list[Result], dict[str, Any]]:
+    """Read a run's results.json back into Results (to re-render the markdown and plots)."""
+    doc = json.loads((directory / "results.json").read_text())
+    results = []
+    for raw in doc["results"]:
+        raw = dict(raw)
+        raw["targets"] = [Target(**t) for t in raw.get("targets", [])]
+        for key in ("load_before", "load_after"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        results.append(Result(**raw))
+    return results, doc["meta"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.report DIR...``: re-render results.md and the plots from results.json."""
+    import sys
+
+    for name in argv if argv is not None else sys.argv[1:]:
+        directory = Path(name)
+        results, meta = load(directory)
+        for path in write(results, meta, directory):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

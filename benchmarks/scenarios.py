@@ -169,6 +169,7 @@ class Meter:
     topology: Topology
     workers: WorkerSet | None
     started: float = 0.0
+    started_unix: float = 0.0
     hub0: float = 0.0
     ws0: float = 0.0
     ws_sys0: float = 0.0
@@ -184,6 +185,7 @@ class Meter:
     def start(self) -> None:
         """Open the window."""
         self.started = time.perf_counter()
+        self.started_unix = time.time()
         self.hub0 = self.topology.hub_cpu_seconds()
         self.ws0 = self.topology.ws_cpu_seconds()
         self.ws_sys0 = total_system_seconds(self.topology.ws_pids())
@@ -197,6 +199,7 @@ class Meter:
         """Close the window and write CPU (per 1,000 ``units``) and load into ``result``."""
         assert self.machine0 is not None
         result.measure_seconds = round(time.perf_counter() - self.started, 3)
+        result.extra["measure_window_unix"] = [round(self.started_unix, 3), round(time.time(), 3)]
         result.hub_cpu_s = round(self.topology.hub_cpu_seconds() - self.hub0, 3)
         result.ws_cpu_s = round(self.topology.ws_cpu_seconds() - self.ws0, 3)
         result.ws_system_cpu_s = round(total_system_seconds(self.topology.ws_pids()) - self.ws_sys0, 3)
