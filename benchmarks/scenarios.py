@@ -219,9 +219,12 @@ class Meter:
 async def running(
     common: Common, *, reconnect: bool = False, with_ws: bool = True, workers: bool = True
 ) -> AsyncIterator[tuple[Topology, WorkerSet | None]]:
-    """Start the topology and the subscriber processes; stop both (by pid) whatever happens."""
-    topology = await asyncio.to_thread(
-        start_topology,
+    """Start the topology and the subscriber processes; stop both (by pid) whatever happens.
+
+    The topology starts on the loop's own (main) thread, on purpose: its children die with the thread that
+    started them (PR_SET_PDEATHSIG), and nothing else runs on the loop yet.
+    """
+    topology = start_topology(
         common.topology,
         common.ws_nodes,
         send_buffer_kb=common.send_buffer_kb,
@@ -241,9 +244,11 @@ async def running(
             worker_set = WorkerSet(common.workers, config)
         yield topology, worker_set
     finally:
-        if worker_set is not None:
-            await worker_set.shutdown()
-        await asyncio.to_thread(topology.close)
+        try:
+            if worker_set is not None:
+                await worker_set.shutdown()
+        finally:
+            topology.close()  # on this thread: see above
 
 
 async def await_step(workers: WorkerSet, step: int, expected: int, *, idle: float = 3.0, limit: float = 60.0) -> int:

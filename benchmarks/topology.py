@@ -10,6 +10,8 @@ by its pid: SIGTERM, then SIGKILL after a timeout.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -34,6 +36,7 @@ APP_ID = "1"
 APP_KEY = "bench-key"
 APP_SECRET = "bench-secret"
 CHILD_FD_LIMIT = 65_536
+PR_SET_PDEATHSIG = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,8 +52,14 @@ def free_port() -> int:
         return port
 
 
-def _raise_child_limits() -> None:
-    """Runs in the child between fork and exec: as many open files as we may have."""
+def _prepare_child() -> None:
+    """Runs in the child between fork and exec: as many open files as we may have, and die with the parent.
+
+    PR_SET_PDEATHSIG makes the kernel send SIGTERM to the child if the benchmark process dies without
+    stopping it (killed, or the thread that started it ends), so nothing outlives a run.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (CHILD_FD_LIMIT, max(hard, CHILD_FD_LIMIT)))
@@ -91,7 +100,7 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_raise_child_limits,
+            preexec_fn=_prepare_child,
         )
         return self
 
@@ -229,9 +238,15 @@ class Topology:
 
     def close(self) -> None:
         """Stop every process we started, newest first, by pid."""
+        errors = []
         for child in reversed(self.children):
-            child.stop()
+            try:
+                child.stop()
+            except Exception as exc:  # keep stopping the others; report after
+                errors.append(f"{child.name} (pid {child.pid}): {exc!r}")
         self.children.clear()
+        if errors:
+            raise TopologyError("could not stop: " + "; ".join(errors))
 
 
 def _write_apps_file(directory: Path) -> Path:
