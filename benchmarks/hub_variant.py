@@ -8,6 +8,12 @@
   fail, so that one module sees a widened ``Transport``.
 - ``backlog=N``: listen with an accept queue of N instead of aiohttp's default 128.
 - ``gclog=DIR``: time every garbage collection; at exit write ``DIR/gc-<pid>.json`` (pauses by generation).
+- ``cork``: frames written to a socket during one event-loop iteration are joined and sent with one
+  ``send()`` at the end of the iteration, instead of one ``send()`` per frame (per-socket write coalescing,
+  which pays off when one read from Redis carries several events).
+- ``batchread``: like ``cork`` but scoped to one read from Redis that carries several events: frames those
+  envelopes write to the same socket are joined and sent at the end of that read, synchronously (no extra
+  loop turn); a read with one event takes the normal path.
 - ``gcfreeze=S``: every S seconds move all live objects to the permanent generation (``gc.freeze()``), so
   long-lived connection objects stop being traversed by full collections.
 
@@ -101,6 +107,71 @@ def _freeze_every(seconds: float) -> None:
     threading.Thread(target=loop, name="gc-freeze", daemon=True).start()
 
 
+def _cork() -> None:
+    from hub.ws.connection import Connection
+
+    original = Connection.write
+    pending: dict[Connection, list[bytes]] = {}
+    scheduled = [False]
+
+    def flush() -> None:
+        scheduled[0] = False
+        batch = list(pending.items())
+        pending.clear()
+        for conn, frames in batch:
+            original(conn, frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def write(self: Connection, frame: bytes) -> None:
+        frames = pending.get(self)
+        if frames is None:
+            pending[self] = [frame]
+        else:
+            frames.append(frame)
+        if not scheduled[0]:
+            scheduled[0] = True
+            asyncio.get_running_loop().call_soon(flush)
+
+    Connection.write = write  # type: ignore[method-assign]
+
+
+def _batch_reads() -> None:
+    from hub.broker.redis_resp import RespProtocol
+    from hub.ws.connection import Connection
+
+    original_write = Connection.write
+    original_received = RespProtocol.data_received
+    batch: list[dict[Connection, list[bytes]] | None] = [None]
+
+    def write(self: Connection, frame: bytes) -> None:
+        pending = batch[0]
+        if pending is None:
+            original_write(self, frame)
+            return
+        frames = pending.get(self)
+        if frames is None:
+            pending[self] = [frame]
+        else:
+            frames.append(frame)
+
+    def data_received(self: RespProtocol, data: bytes) -> None:
+        if data.count(b"*3\r\n$7\r\nmessage\r\n") < 2:
+            # One event (or none) in this read: nothing to join, and no per-socket allocation either, which
+            # would feed the garbage collector on every broadcast.
+            original_received(self, data)
+            return
+        pending: dict[Connection, list[bytes]] = {}
+        batch[0] = pending
+        try:
+            original_received(self, data)
+        finally:
+            batch[0] = None
+            for conn, frames in pending.items():
+                original_write(conn, frames[0] if len(frames) == 1 else b"".join(frames))
+
+    Connection.write = write  # type: ignore[method-assign]
+    RespProtocol.data_received = data_received  # type: ignore[method-assign]
+
+
 def apply(variant: str) -> None:
     """Apply every change named in ``variant``."""
     for item in filter(None, (part.strip() for part in variant.split(","))):
@@ -109,6 +180,10 @@ def apply(variant: str) -> None:
             _use_uvloop()
         elif name == "backlog":
             _set_backlog(int(value))
+        elif name == "cork":
+            _cork()
+        elif name == "batchread":
+            _batch_reads()
         elif name == "gclog":
             _log_gc(value)
         elif name == "gcfreeze":
