@@ -38,11 +38,13 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "",
         "Latency is publish-to-delivery: from the backend's HTTP call (scheduled time) to the subscriber's read "
         "(ingest: the HTTP request; storm: from the kill to each client's new subscription). "
-        "CPU/1k = CPU seconds of the hub processes per 1,000 deliveries (ingest: per 1,000 publishes).",
+        "CPU/1k = CPU seconds of the hub processes per 1,000 deliveries (ingest: per 1,000 publishes). "
+        "Machine busy = all CPUs over the measurement; 'of it others' = the part not used by hub, Redis or the "
+        "load generator (other tenants of the machine).",
         "",
         "| run | topology | conns | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | expected | received | lost "
-        "| deliveries/s | hub CPU s/1k | gen CPU s/1k | RSS KiB/conn | machine busy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| deliveries/s | hub CPU s/1k | gen CPU s/1k | RSS KiB/conn | machine busy | of it others |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         topology = f"{r.topology} x{r.ws_nodes}" if r.scenario != "ingest" else f"{r.topology} (api)"
@@ -54,7 +56,8 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
             f"| {_latency(r, 'p99_ms')} | {_latency(r, 'p999_ms')} | {_latency(r, 'max_ms')} | {_fmt(r.expected)} "
             f"| {_fmt(r.received)} | {_fmt(r.lost)} | {rate} | {_fmt(r.hub_cpu_s_per_1000, 4)} "
             f"| {_fmt(r.generator_cpu_s_per_1000, 4)} | {_fmt(r.rss_per_connection_kib, 1)} "
-            f"| {_fmt(r.machine_busy * 100 if r.machine_busy is not None else None, 0)}% |"
+            f"| {_fmt(r.machine_busy * 100 if r.machine_busy is not None else None, 0)}% "
+            f"| {_fmt(r.outside_busy * 100 if r.outside_busy is not None else None, 0)}% |"
         )
     errors = [r for r in results if r.error]
     if errors:
