@@ -33,7 +33,8 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
         f"# hub benchmark: profile `{meta.get('profile')}`, {meta.get('started')}",
         "",
         f"Machine: {machine.get('cpu_model')}, {machine.get('cpus')} CPUs, {machine.get('memory_gib')} GiB, "
-        f"Linux {machine.get('kernel')}; load average at start {meta.get('load_start')}, at end {meta.get('load_end')}. "
+        f"Linux {machine.get('kernel')}; load average at start {meta.get('load_start')}, at end {meta.get('load_end')}; "
+        f"hub at {meta.get('hub_commit', 'unknown')}. "
         "Load generator, Redis and hub on the same machine, over loopback.",
         "",
         "Latency is publish-to-delivery: from the backend's HTTP call (scheduled time) to the subscriber's read "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import traceback
 from collections.abc import Sequence
@@ -59,6 +60,21 @@ def gate_failures(results: Sequence[Result]) -> list[str]:
     return failures
 
 
+def _git_commit() -> str:
+    """The commit hub ran from, with ``+dirty`` when the work tree had changes (hub is installed editable)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "hub"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def execute(
     runs: Sequence[Run], profile: str, out: Path | None = None, *, plots: bool = True, log: bool = True
 ) -> tuple[list[Result], Path]:
@@ -68,6 +84,7 @@ def execute(
     directory = out or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}-{profile}"
     meta: dict[str, Any] = {
         "profile": profile,
+        "hub_commit": _git_commit(),
         "started": started.isoformat(timespec="seconds"),
         "machine": machine_description(),
         "load_start": [round(v, 2) for v in load_average()],
