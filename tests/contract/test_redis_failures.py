@@ -149,10 +149,14 @@ async def test_broker_resubscribes_every_topic_after_restart_and_delivery_resume
     print(f"\ndelivery resumed {resumed:.3f} s after redis-server answered again (1.0 s outage)")
     assert resumed < 3.0
 
+    await receiver.sync()
     inbox.received.clear()
     await asyncio.gather(*(publisher.publish(event(ch, "after")) for ch in channels))
     await publisher.publish(Envelope(Kind.TERMINATE_USER, APP, "", "", None, user_id="u"))
-    await eventually(lambda: len(inbox.received) == len(channels) + 1, what="every topic and control delivered")
+    # This checks that no topic was forgotten, not how fast 1,501 messages cross a busy 2-core machine.
+    await eventually(
+        lambda: len(inbox.received) == len(channels) + 1, within=15, what="every topic and control delivered"
+    )
 
 
 async def test_subscribe_during_an_outage_returns_at_once_and_applies_after_restart(
