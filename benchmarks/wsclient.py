@@ -151,7 +151,7 @@ class Subscriber(asyncio.Protocol):
             f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
-        transport.write(request.encode())
+        self.transport.write(request.encode())
 
     def data_received(self, data: bytes) -> None:
         """Fast path once subscribed; handshake and control frames otherwise."""

@@ -82,7 +82,7 @@ def compose(yaml: ModuleType) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def k8s_docs(yaml: ModuleType) -> list[tuple[str, dict[str, Any]]]:
     """Every document of every manifest in k8s/ except the kustomization, with its file name."""
-    docs = []
+    docs: list[tuple[str, dict[str, Any]]] = []
     for path in sorted(K8S.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue

@@ -21,22 +21,26 @@ from tests.support.names import unique
 from tests.support.raw_ws import RawClient, open_established
 from tests.support.topology import APP_ID, APP_KEY, APP_SECRET, Topology
 
-LIMITED = {"app_id": "2", "key": "limited-key", "secret": "limited-secret"}  # 3 events/s, 1 KB, 2 sockets
-QUIET = {"app_id": "4", "key": "quiet-key", "secret": "quiet-secret"}  # client events disabled
+LIMITED: dict[str, str] = {
+    "app_id": "2",
+    "key": "limited-key",
+    "secret": "limited-secret",
+}  # 3 events/s, 1 KB, 2 sockets
+QUIET: dict[str, str] = {"app_id": "4", "key": "quiet-key", "secret": "quiet-secret"}  # client events disabled
 REJECTED = 4301
 
 
 @pytest.fixture
 async def limited_auth() -> AsyncIterator[AuthServer]:
     """Auth endpoint of app 2."""
-    async with AuthServer(**LIMITED) as server:
+    async with AuthServer(app_id=LIMITED["app_id"], key=LIMITED["key"], secret=LIMITED["secret"]) as server:
         yield server
 
 
 @pytest.fixture
 async def quiet_auth() -> AsyncIterator[AuthServer]:
     """Auth endpoint of app 4."""
-    async with AuthServer(**QUIET) as server:
+    async with AuthServer(app_id=QUIET["app_id"], key=QUIET["key"], secret=QUIET["secret"]) as server:
         yield server
 
 

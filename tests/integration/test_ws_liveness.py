@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pusher
 import pytest
@@ -28,7 +29,7 @@ UNAUTHORIZED = 4009
 
 APP = {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET}
 # "Authorized connections": sockets must sign in or join a private/presence channel within 1 s.
-STRICT_APP = {
+STRICT_APP: dict[str, Any] = {
     "id": "9",
     "key": "strict-key",
     "secret": "strict-secret",

@@ -21,7 +21,7 @@ from tests.support.names import unique
 from tests.support.raw_ws import subscription_answer
 from tests.support.topology import APP_KEY, Topology
 
-CROWDED = {"app_id": "5", "key": "crowded-key", "secret": "crowded-secret"}  # max 2 presence members
+CROWDED: dict[str, str] = {"app_id": "5", "key": "crowded-key", "secret": "crowded-secret"}  # max 2 presence members
 
 
 def user(user_id: str, **info: Any) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def member_events(js: JsClients, cid: str, channel: str, kind: str, user_id: str
 @pytest.fixture
 async def crowded_auth() -> AsyncIterator[AuthServer]:
     """Auth endpoint of app 5, whose presence channels hold at most 2 members."""
-    async with AuthServer(**CROWDED) as server:
+    async with AuthServer(app_id=CROWDED["app_id"], key=CROWDED["key"], secret=CROWDED["secret"]) as server:
         yield server
 
 
