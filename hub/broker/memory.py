@@ -34,8 +34,3 @@ class MemoryBroker(Broker):
     @property
     def healthy(self) -> bool:
         return self._handler is not None
-
-    @property
-    def subscribed_topics(self) -> int:
-        """How many topics are subscribed (for metrics and tests)."""
-        return len(self._topics)

@@ -206,11 +206,6 @@ class RedisBroker(Broker):
         except (TimeoutError, ConnectionClosed, RespError) as exc:
             raise BrokerUnavailable(f"Redis pub/sub not reachable: {exc!r}") from exc
 
-    @property
-    def subscribed_topics(self) -> int:
-        """Topics this node wants to receive, control and probe channels included."""
-        return len(self._wanted)
-
     # internals
 
     def _topic(self, app_id: str, channel: str) -> bytes:

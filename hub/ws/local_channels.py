@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from hub.ws.connection import Connection
 
 Topic = tuple[str, str]
@@ -37,11 +35,3 @@ class LocalChannels:
     def subscribers(self, app_id: str, channel: str) -> dict[str, Connection] | None:
         """The channel's local sockets by socket id (the live dict: do not mutate)."""
         return self._topics.get((app_id, channel))
-
-    def topics(self) -> Iterator[Topic]:
-        """Every (app id, channel) with a local subscriber."""
-        return iter(list(self._topics))
-
-    def channel_count(self, app_id: str) -> int:
-        """Channels of the app with local subscribers."""
-        return sum(1 for app, _ in self._topics if app == app_id)
