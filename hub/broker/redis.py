@@ -212,7 +212,7 @@ class RedisBroker(Broker):
         return f"{self._prefix}:{app_id}:{channel}".encode()
 
     def _on_message(self, channel: bytes, payload: bytes) -> None:
-        # Hot path, once per received message: decode, measure lag, hand over synchronously.
+        # Hot path, once per received message: decode and hand over synchronously (fan-out measures the lag).
         if channel == self._probe_channel:
             self._probe_seen.set()
             return
@@ -221,8 +221,6 @@ class RedisBroker(Broker):
         except EnvelopeError as exc:
             self._log.warning("broker_bad_envelope", channel=channel.decode("utf-8", "replace"), error=str(exc))
             return
-        if self._metrics is not None and envelope.published_at:
-            self._metrics.pubsub_lag_seconds.observe(max(0.0, time.time() - envelope.published_at))
         handler = self._handler
         if handler is None:
             return

@@ -231,6 +231,7 @@ async def test_ws_sent_bytes_and_fanout_histogram_grow_with_a_delivery(served: S
     # A frame is the payload plus a 2-byte WebSocket header (payloads under 126 bytes are not this one).
     assert payload <= sent <= payload + 4
     assert value(after, "hub_fanout_duration_seconds_count") == value(before, "hub_fanout_duration_seconds_count") + 1
+    assert value(after, "hub_pubsub_lag_seconds_count") == value(before, "hub_pubsub_lag_seconds_count") + 1
     assert (
         value(after, "hub_deliveries_total", app_id=APP_ID) == value(before, "hub_deliveries_total", app_id=APP_ID) + 1
     )
