@@ -30,6 +30,7 @@ class Connection:
         "_sent",
         "app",
         "channels",
+        "close_reason",
         "closing",
         "connected_at",
         "event_count",
@@ -63,6 +64,7 @@ class Connection:
         self.channels: dict[str, PresenceMember | None] = {}
         self.user: SignedInUser | None = None
         self.closing = False
+        self.close_reason: str | None = None
         self.last_seen = time.monotonic()
         self.connected_at = self.last_seen
         self.ping_sent: float | None = None

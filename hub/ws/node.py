@@ -133,7 +133,8 @@ class WsNode:
         try:
             reason = await self._read_loop(conn)
         finally:
-            await self._cleanup(conn, reason)
+            # A close the server decided (slow consumer, drain, pong timeout...) names its own reason.
+            await self._cleanup(conn, conn.close_reason or reason)
         return ws
 
     async def _read_loop(self, conn: Connection) -> str:
@@ -221,6 +222,7 @@ class WsNode:
     def close_soon(self, conn: Connection, code: int, message: str, reason: str) -> None:
         """Close a socket from outside its read loop (fan-out, control messages, sweeps, drain)."""
         announce = reason != "slow_consumer"
+        conn.close_reason = conn.close_reason or reason
         task = asyncio.get_running_loop().create_task(conn.close(code, message, announce=announce))
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
