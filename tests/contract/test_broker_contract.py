@@ -302,3 +302,25 @@ async def test_receive_path_handles_a_burst_quickly(redis_brokers: BrokerCluster
     elapsed = time.perf_counter() - started
     print(f"\n{count} messages published and received in {elapsed:.2f} s")
     assert elapsed < 8.0  # 0.7 s on the dev box; a 10x slower path is a regression, not CI noise
+
+
+async def test_deployments_with_different_prefixes_share_a_redis_without_hearing_each_other(
+    redis_brokers: BrokerCluster,
+) -> None:
+    ours, theirs = Inbox(), Inbox()
+    receiver = await redis_brokers.node("ours", ours, [APP])
+    other = BrokerCluster("redis", redis_brokers.redis_url, redis_brokers.prefix + "-other")
+    try:
+        foreign = await other.node("theirs", theirs, [APP])
+        await receiver.subscribe(APP, "shared-name")
+        await foreign.subscribe(APP, "shared-name")
+
+        await foreign.publish(event("shared-name", "theirs-only"))
+        await receiver.publish(event("shared-name", "ours-only"))
+
+        await eventually(lambda: ours.events() == ["ours-only"] and theirs.events() == ["theirs-only"])
+        await asyncio.sleep(0.2)
+        assert ours.events() == ["ours-only"]
+        assert theirs.events() == ["theirs-only"]
+    finally:
+        await other.close()
