@@ -20,6 +20,7 @@ from benchmarks.topology import cluster_available
 from benchmarks.wsclient import STAMP_RE, masked_frame, split_frames, stamp_data
 from hub.protocol.messages import event_frame
 from hub.ws.frames import text_frame
+from tests.support.requirements import require
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -84,8 +85,8 @@ def test_publisher_signs_requests_like_the_pusher_sdk() -> None:
 
 @pytest.mark.parametrize("topology", ["embedded", "cluster"])
 def test_every_scenario_completes_at_tiny_scale_and_reports_its_fields(topology: str, tmp_path: Path) -> None:
-    if topology == "cluster" and not cluster_available():
-        pytest.skip("redis-server or the Redis backends are not available")
+    if topology == "cluster":
+        require(cluster_available(), "redis-server or the Redis backends are not available")
     runs = smoke(topology)
     results, directory = execute(runs, f"smoke-{topology}", tmp_path, plots=False, log=False)
     assert [r.name for r in results] == [r.name for r in runs]
