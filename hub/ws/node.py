@@ -212,7 +212,8 @@ class WsNode:
             log.warning("state_unavailable", op="remove_connection", **conn.describe())
 
     def _on_slow(self, conn: Connection) -> None:
-        if conn.closing:
+        # A close already decided (its task has not run yet) must not be counted or scheduled twice.
+        if conn.closing or conn.close_reason is not None:
             return
         self.ctx.metrics.slow_consumer_disconnects.labels(conn.app.id).inc()
         log.warning("slow_consumer", buffered=conn.transport.get_write_buffer_size(), **conn.describe())
