@@ -29,7 +29,10 @@ $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-node-deps: system-deps $(JS)/node_modules/.installed
+# Laravel Echo 2 needs Node.js 20.19 or newer; say so plainly instead of failing inside a test.
+node-deps: system-deps
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a==20&&b<19)) { console.error("make test needs Node.js >= 20.19 for the pusher-js/Laravel Echo test clients, found "+process.version); process.exit(1) }'
+	@$(MAKE) --no-print-directory $(JS)/node_modules/.installed
 
 lint: $(STAMP)
 	$(BIN)/ruff check hub tests benchmarks
