@@ -57,9 +57,9 @@ class IngestNode:
         return [
             web.post("/apps/{app_id}/events", self._wrap("events", self._trigger)),
             web.post("/apps/{app_id}/batch_events", self._wrap("batch_events", self._batch)),
-            web.get("/apps/{app_id}/channels", self._wrap("channels", self._channels)),
-            web.get("/apps/{app_id}/channels/{channel}", self._wrap("channel", self._channel)),
-            web.get("/apps/{app_id}/channels/{channel}/users", self._wrap("users", self._users)),
+            web.get("/apps/{app_id}/channels", self._wrap("channels", self._channels, read=True)),
+            web.get("/apps/{app_id}/channels/{channel}", self._wrap("channel", self._channel, read=True)),
+            web.get("/apps/{app_id}/channels/{channel}/users", self._wrap("users", self._users, read=True)),
             web.post("/apps/{app_id}/users/{user_id}/events", self._wrap("user_events", self._user_event)),
             web.post(
                 "/apps/{app_id}/users/{user_id}/terminate_connections",
@@ -69,11 +69,15 @@ class IngestNode:
             web.post("/users/{user_id}/terminate_connections", self._wrap("terminate_connections", self._terminate)),
         ]
 
-    def _wrap(self, name: str, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _wrap(
+        self, name: str, endpoint: Endpoint, *, read: bool = False
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             started = time.perf_counter()
             try:
                 verified = await verify(request, self.apps)
+                if read:
+                    await self._check_reads(verified.app)
                 self.metrics.http_received_bytes.inc(len(verified.body))
                 response = web.json_response(await endpoint(request, verified))
             except ApiError as exc:
@@ -121,6 +125,16 @@ class IngestNode:
         if used > limit:
             self.metrics.rate_limited.labels(app.id, "backend_events").inc()
             raise ApiError(429, f"Too many events: the app may publish {limit} per second.")
+
+    async def _check_reads(self, app: App) -> None:
+        """Count a channel query against the app's per-second read limit (Soketi's maxReadRequestsPerSecond)."""
+        limit = app.max_read_requests_per_second
+        if limit < 0:
+            return
+        used = await self._state_read(self.coordination.count(f"reads:{app.id}", 1, 1.0))
+        if used > limit:
+            self.metrics.rate_limited.labels(app.id, "read_requests").inc()
+            raise ApiError(429, f"Too many requests: the app may make {limit} channel queries per second.")
 
     async def _channel_info(self, app: App, channel: str, info: frozenset[str]) -> dict[str, Any]:
         attrs: dict[str, Any] = {}

@@ -22,12 +22,19 @@ from tests.support.topology import TOPOLOGIES, Topology, running_topology, start
 LIMIT = 5
 LIMITED: dict[str, Any] = {"id": "61", "key": "limited-key", "secret": "limited-secret"}
 FANOUT: dict[str, Any] = {"id": "62", "key": "fanout-key", "secret": "fanout-secret"}
+READ_LIMIT = 3
+READER: dict[str, Any] = {
+    "id": "63",
+    "key": "reader-key",
+    "secret": "reader-secret",
+    "max_read_requests_per_second": READ_LIMIT,
+}
 
 
 @pytest.fixture(scope="module", params=TOPOLOGIES)
 def topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
     """A deployment serving the limited apps; the cluster gets a second ingest node."""
-    apps = [{**app, "max_backend_events_per_second": LIMIT} for app in (LIMITED, FANOUT)]
+    apps = [{**app, "max_backend_events_per_second": LIMIT} for app in (LIMITED, FANOUT)] + [READER]
     with running_topology(request.param, apps) as running:
         yield running
 
@@ -84,3 +91,30 @@ async def test_a_publish_to_several_channels_counts_once_per_channel(topology: T
 
     assert first[0] == 200
     assert second[0] == 429, f"{2 * len(channels)} channel publishes within a second passed a limit of {LIMIT}"
+
+
+async def query(port: int, app: dict[str, Any], path: str) -> tuple[int, dict[str, str], Any]:
+    """A signed GET of the HTTP API; returns status, headers and the JSON body."""
+    full = f"/apps/{app['id']}{path}"
+    params = signed_params("GET", full, b"", key=app["key"], secret=app["secret"])
+    async with aiohttp.ClientSession() as session, session.get(f"http://{LOOPBACK}:{port}{full}", params=params) as r:
+        return r.status, dict(r.headers), await r.json(content_type=None)
+
+
+async def test_channel_queries_past_the_read_limit_get_429_while_publishes_are_not_counted(
+    topology: Topology, api_ports: list[int]
+) -> None:
+    channel = unique("read")
+    published = [await publish(api_ports[0], READER, [channel], n) for n in range(READ_LIMIT + 1)]
+    paths = ["/channels", f"/channels/{channel}", "/channels", f"/channels/{channel}"]
+
+    answers = [await query(api_ports[n % len(api_ports)], READER, path) for n, path in enumerate(paths)]
+
+    assert [status for status, _, _ in published] == [200] * (READ_LIMIT + 1), "publishes are not reads"
+    assert [status for status, _, _ in answers] == [200] * READ_LIMIT + [429]
+    _, headers, body = answers[-1]
+    assert body == {
+        "error": f"Too many requests: the app may make {READ_LIMIT} channel queries per second.",
+        "code": 429,
+    }
+    assert float(headers["Retry-After"]) > 0
