@@ -83,8 +83,8 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
     except InvalidUserData as exc:
         _refuse(conn, channel, SubscriptionError("AuthError", str(exc), 400))
         return
-    # The socket is counted before it is told it succeeded, so a channel query made after
-    # subscription_succeeded (e.g. by the app's backend) already sees it.
+    # A public or private socket is counted before it is told it succeeded, so a channel query made
+    # after subscription_succeeded (e.g. by the app's backend) already sees it.
     if member is not None:
         if not await _join_presence(ctx, conn, channel, member):
             return  # refused: counts nothing, so no occupancy is left behind
@@ -98,23 +98,31 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
 
 
 async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, member: PresenceMember) -> bool:
-    """Join the member to the channel; False when the subscription was refused."""
+    """Join the member to the channel; False when the subscription was refused.
+
+    The socket receives the channel before the member list is read, and the list is sent with no
+    await after the read: a member_added/removed published after the read reaches the socket after
+    its subscription_succeeded, and one published before is already in the list. (Reading first left
+    a window in which a moved member vanished for good from a client's list during rolling restarts.)
+    """
     app = conn.app
+    await ctx.join_local(conn, channel)
     try:
         joined = await ctx.state.join_presence(
             app.id, channel, member.user_id, member.user_info, app.limits.max_presence_members_per_channel
         )
     except StateUnavailable:
+        ctx.leave_local(conn, channel)
         _refuse(conn, channel, SubscriptionError("ServerError", "Presence is unavailable; try again shortly.", 503))
         return False
     if not joined.accepted:
+        ctx.leave_local(conn, channel)
         limit = app.limits.max_presence_members_per_channel
         _refuse(conn, channel, SubscriptionError("LimitReached", f"Presence channel is full ({limit} members).", 4100))
         return False
     conn.channels[channel] = member
-    await ctx.join_local(conn, channel)
-    await _count_join(ctx, conn, channel)
     conn.send(messages.subscription_succeeded(channel, messages.presence_payload(joined.members)))
+    await _count_join(ctx, conn, channel)
     if joined.first:
         ctx.webhooks.member_added(app, channel, member.user_id)
         await ctx.publish(
