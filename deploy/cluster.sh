@@ -128,16 +128,16 @@ start() {
     local name=$1 i
     command_of "$name"
     setsid "${argv[@]}" >>"$dir/$name.log" 2>&1 </dev/null &
+    # Written aside and renamed, so a reader never sees the file empty or half written.
+    echo $! >"$dir/$name.pid.new" && mv -f "$dir/$name.pid.new" "$dir/$name.pid"
     for i in "${!names[@]}"; do
         if [[ ${names[i]} == "$name" ]]; then
             pids[i]=$!
-            echo $! >"$dir/$name.pid"
             return
         fi
     done
     names+=("$name")
     pids+=($!)
-    echo $! >"$dir/$name.pid"
 }
 
 # wait_ready NAME URL: polls URL until it answers 200, giving up when the process has died.
