@@ -111,30 +111,31 @@ class IngestNode:
                 if channel_type(channel).cache:
                     await self.state.cache_set(app.id, channel, event.name, event.data, self.settings.cache_ttl)
         except (BrokerUnavailable, StateUnavailable) as exc:
-            self.metrics.broker_publish_failures.inc()
             raise ApiError(503, f"The event could not be published: {exc or 'broker unavailable'}.") from None
         self.metrics.published_events.labels(app.id, "http").inc(len(envelopes))
+
+    async def _spend(self, app: App, kind: str, amount: int, limit: int, refusal: str) -> None:
+        """Count ``amount`` against a per-app, per-second, cluster-wide limit; ApiError(429) past it."""
+        if limit < 0:
+            return
+        used = await self._state_read(self.coordination.count(f"{kind}:{app.id}", amount, 1.0))
+        if used > limit:
+            self.metrics.rate_limited.labels(app.id, kind).inc()
+            raise ApiError(429, refusal)
 
     async def _check_rate(self, app: App, events: list[TriggerEvent]) -> None:
         """Count the publishes (one per channel, as Soketi does) against the app's per-second limit."""
         limit = app.max_backend_events_per_second
-        if limit < 0:
-            return
         wanted = sum(len(e.channels) for e in events)
-        used = await self._state_read(self.coordination.count(f"backend:{app.id}", wanted, 1.0))
-        if used > limit:
-            self.metrics.rate_limited.labels(app.id, "backend_events").inc()
-            raise ApiError(429, f"Too many events: the app may publish {limit} per second.")
+        await self._spend(
+            app, "backend_events", wanted, limit, f"Too many events: the app may publish {limit} per second."
+        )
 
     async def _check_reads(self, app: App) -> None:
         """Count a channel query against the app's per-second read limit (Soketi's maxReadRequestsPerSecond)."""
         limit = app.max_read_requests_per_second
-        if limit < 0:
-            return
-        used = await self._state_read(self.coordination.count(f"reads:{app.id}", 1, 1.0))
-        if used > limit:
-            self.metrics.rate_limited.labels(app.id, "read_requests").inc()
-            raise ApiError(429, f"Too many requests: the app may make {limit} channel queries per second.")
+        message = f"Too many requests: the app may make {limit} channel queries per second."
+        await self._spend(app, "read_requests", 1, limit, message)
 
     async def _channel_info(self, app: App, channel: str, info: frozenset[str]) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
@@ -255,6 +256,5 @@ class IngestNode:
         try:
             await self.broker.publish(envelope)
         except BrokerUnavailable:
-            self.metrics.broker_publish_failures.inc()
             raise ApiError(503, "The request could not be published: broker unavailable.") from None
         return {}

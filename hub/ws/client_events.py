@@ -50,5 +50,7 @@ async def relay_client_event(ctx: NodeContext, conn: Connection, message: Client
     user_id = member.user_id if member is not None else None
     data: Any = message.data
     ctx.metrics.published_events.labels(conn.app.id, "client").inc()
-    if await ctx.publish(conn.app, message.channel, message.event, data, except_socket=conn.socket_id, user_id=user_id):
+    if await ctx.publish(
+        conn.app.id, message.channel, message.event, data, except_socket=conn.socket_id, user_id=user_id
+    ):
         ctx.webhooks.client_event(conn.app, message.channel, message.event, data, conn.socket_id, user_id)

@@ -65,7 +65,7 @@ class NodeContext:
 
     async def publish(
         self,
-        app: App,
+        app_id: str,
         channel: str,
         event: str,
         data: Any,
@@ -73,14 +73,13 @@ class NodeContext:
         except_socket: str | None = None,
         user_id: str | None = None,
     ) -> bool:
-        """Publish an event from this node; False (logged, counted) when the broker refused it."""
+        """Publish an event from this node; False (logged) when the broker refused it (the broker counts it)."""
         envelope = event_envelope(
-            app.id, channel, event, data, origin_node=self.node_id, except_socket=except_socket, user_id=user_id
+            app_id, channel, event, data, origin_node=self.node_id, except_socket=except_socket, user_id=user_id
         )
         try:
             await self.broker.publish(envelope)
         except BrokerUnavailable as exc:
-            self.metrics.broker_publish_failures.inc()
-            log.warning("publish_failed", app_id=app.id, channel=channel, pusher_event=event, error=str(exc))
+            log.warning("publish_failed", app_id=app_id, channel=channel, pusher_event=event, error=str(exc))
             return False
         return True

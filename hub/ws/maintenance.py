@@ -12,8 +12,6 @@ import time
 
 import structlog
 
-from hub.broker.base import BrokerUnavailable
-from hub.broker.envelope import event_envelope
 from hub.protocol.messages import member_removed_data
 from hub.state.base import Departures, StateUnavailable
 from hub.ws.node import WsNode
@@ -24,18 +22,7 @@ log = structlog.get_logger("hub.cluster")
 async def announce(node: WsNode, departures: Departures) -> None:
     """Publish ``member_removed`` for members that left with a node."""
     for app_id, channel, user_id in departures.members_removed:
-        envelope = event_envelope(
-            app_id,
-            channel,
-            "pusher_internal:member_removed",
-            member_removed_data(user_id),
-            origin_node=node.ctx.node_id,
-        )
-        try:
-            await node.ctx.broker.publish(envelope)
-        except BrokerUnavailable:
-            node.ctx.metrics.broker_publish_failures.inc()
-            log.warning("announce_failed", app_id=app_id, channel=channel, user_id=user_id)
+        await node.ctx.publish(app_id, channel, "pusher_internal:member_removed", member_removed_data(user_id))
     for app_id, channel in departures.vacated:
         app = node.apps.by_id(app_id)
         if app is not None:

@@ -56,7 +56,7 @@ class SubscriptionCounts:
         finally:
             self._pending.pop((app.id, channel), None)
         await self._ctx.publish(
-            app, channel, "pusher_internal:subscription_count", dumps({"subscription_count": count})
+            app.id, channel, "pusher_internal:subscription_count", dumps({"subscription_count": count})
         )
         await self._webhooks.subscription_count(app, channel, count)
 

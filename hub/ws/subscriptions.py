@@ -126,7 +126,7 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
     if joined.first:
         ctx.webhooks.member_added(app, channel, member.user_id)
         await ctx.publish(
-            app,
+            app.id,
             channel,
             "pusher_internal:member_added",
             messages.member_added_data(member.user_id, member.user_info),
@@ -189,7 +189,7 @@ async def leave(ctx: NodeContext, conn: Connection, channel: str, member: Presen
         if member is not None and await ctx.state.leave_presence(app.id, channel, member.user_id):
             ctx.webhooks.member_removed(app, channel, member.user_id)
             await ctx.publish(
-                app, channel, "pusher_internal:member_removed", messages.member_removed_data(member.user_id)
+                app.id, channel, "pusher_internal:member_removed", messages.member_removed_data(member.user_id)
             )
     except StateUnavailable:
         log.warning("state_unavailable", op="leave_channel", channel=channel, **conn.describe())

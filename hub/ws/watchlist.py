@@ -75,5 +75,4 @@ class Watchlists:
         try:
             await self._ctx.broker.publish(envelope)
         except BrokerUnavailable:
-            self._ctx.metrics.broker_publish_failures.inc()
             log.warning("watchlist_publish_failed", app_id=app.id, user_id=user_id)
