@@ -153,6 +153,18 @@ def app_from_mapping(raw: Mapping[str, Any], position: int = 0) -> App:
     return App(**app_args, limits=Limits(**limit_args))
 
 
+def app_to_mapping(app: App) -> dict[str, Any]:
+    """The apps-file form of an app (snake_case keys, limits flattened); ``app_from_mapping`` reads it back."""
+    out: dict[str, Any] = {name: getattr(app, name) for name in _TYPES if name != "encryption_master_key_base64"}
+    if app.encryption_master_key_base64 is not None:
+        out["encryption_master_key_base64"] = app.encryption_master_key_base64
+    out.update({name: getattr(app.limits, name) for name in sorted(_LIMIT_FIELDS)})
+    out["webhooks"] = [
+        {"url": w.url, "event_types": sorted(w.event_types), "headers": dict(w.headers)} for w in app.webhooks
+    ]
+    return out
+
+
 class AppRegistry:
     """Finds apps by id (HTTP API) and by key (WebSocket URL)."""
 

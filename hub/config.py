@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hub.apps import AppRegistry, ConfigError, default_app, load_apps_file
@@ -71,7 +72,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache_ttl", int, 1800, "Seconds a cache channel keeps its last event."),
     Option("log_format", str, "auto", "json, console, or auto (console on a terminal, JSON otherwise)."),
     Option("log_level", str, "info", "debug, info, warning or error."),
+    Option("admin_port", int, 9602, "Port of the admin API; served only when an admin token is set; 0 disables."),
+    Option("admin_token", str, None, "Bearer token of the admin API (prefer HUB_ADMIN_TOKEN or a token file)."),
+    Option("admin_token_file", str, None, "File holding the admin token (e.g. a mounted Secret)."),
 )
+
+# Shorter tokens are guessable; the admin API can rewrite every app's secret.
+MIN_ADMIN_TOKEN_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,14 @@ class Settings:
     cache_ttl: int
     log_format: str
     log_level: str
+    admin_port: int
+    admin_token: str | None
+    admin_token_file: str | None
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether this node serves the admin API: a token is configured and the port is not 0."""
+        return bool(self.admin_token) and self.admin_port != 0
 
 
 def _parse_bound(option: Option, raw: str) -> Any:
@@ -138,7 +153,24 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if args["activity_timeout"] <= 0:
         raise ConfigError("activity timeout must be positive")
     args["node_id"] = args["node_id"] or secrets.token_hex(6)
+    args["admin_token"] = _admin_token(args["admin_token"], args["admin_token_file"])
     return Settings(role=role, **args)
+
+
+def _admin_token(token: str | None, token_file: str | None) -> str | None:
+    """The admin token from the flag/variable or the file; an empty HUB_ADMIN_TOKEN means none."""
+    if token and token_file:
+        raise ConfigError("give the admin token once: --admin-token (HUB_ADMIN_TOKEN) or --admin-token-file")
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read admin token file {token_file}: {exc}") from None
+        if not token:
+            raise ConfigError(f"admin token file {token_file} is empty")
+    if token and len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ConfigError(f"the admin token must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
+    return token or None
 
 
 def load_apps(settings: Settings, env: Mapping[str, str]) -> AppRegistry:

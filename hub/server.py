@@ -11,6 +11,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from hub.admin.routes import REGISTRARS
+from hub.admin.server import AdminContext, build_admin_app
 from hub.apps import AppRegistry
 from hub.broker.base import Broker
 from hub.broker.memory import MemoryBroker
@@ -185,6 +187,8 @@ class Node:
             metrics_app = web.Application()
             metrics_app.router.add_get("/metrics", self._metrics)
             await self._listen(metrics_app, s.host, s.metrics_port)
+        if s.admin_enabled:
+            await self._listen(self.admin_application(), s.host, s.admin_port)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.sender.run()))
         if self.ws is not None:
@@ -193,7 +197,28 @@ class Node:
         if isinstance(self.broker, MemoryBroker):
             self.metrics.broker_connected.set(1)  # nothing to lose: the in-process broker is always there
         self.metrics.ready.set(1 if self.ready else 0)
-        log.info("node_started", role=s.role.value, port=s.port, node_id=s.node_id, redis=bool(s.redis_url))
+        log.info(
+            "node_started",
+            role=s.role.value,
+            port=s.port,
+            node_id=s.node_id,
+            redis=bool(s.redis_url),
+            admin_port=s.admin_port if s.admin_enabled else None,
+        )
+
+    def admin_application(self) -> web.Application:
+        """The admin port's application: every registrar of ``hub.admin.routes`` over this node's parts."""
+        assert self.settings.admin_token is not None
+        ctx = AdminContext(
+            self.settings,
+            self.metrics,
+            self.apps,
+            self.broker,
+            self.state,
+            self.backends.webhook_queue,
+            self.ws,
+        )
+        return build_admin_app(self.settings.admin_token, ctx, REGISTRARS)
 
     async def _listen(self, app: web.Application, host: str, port: int) -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)

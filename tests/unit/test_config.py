@@ -175,3 +175,52 @@ def test_missing_apps_file_is_a_config_error(tmp_path: Path) -> None:
     settings = parse_settings(["serve", "--apps-file", str(tmp_path / "none.json")], {})
     with pytest.raises(ConfigError, match="cannot read apps file"):
         load_apps(settings, {})
+
+
+# --- admin port ---------------------------------------------------------------------------------------------------
+
+
+def test_admin_port_is_off_without_a_token() -> None:
+    settings = parse_settings(["serve"], {})
+    assert (settings.admin_port, settings.admin_token, settings.admin_enabled) == (9602, None, False)
+
+
+def test_admin_token_from_the_environment_turns_the_admin_port_on() -> None:
+    settings = parse_settings(["ws", "--redis-url", REDIS], {"HUB_ADMIN_TOKEN": "t" * 16})
+    assert settings.admin_enabled and settings.admin_token == "t" * 16
+
+
+def test_admin_port_zero_keeps_it_off_even_with_a_token() -> None:
+    assert not parse_settings(["serve", "--admin-port", "0", "--admin-token", "t" * 16], {}).admin_enabled
+
+
+def test_admin_token_file_is_read_without_its_newline(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s" * 20 + "\n")
+    assert parse_settings(["serve", "--admin-token-file", str(token_file)], {}).admin_token == "s" * 20
+
+
+def test_empty_admin_token_variable_means_no_admin_port() -> None:
+    assert not parse_settings(["serve"], {"HUB_ADMIN_TOKEN": ""}).admin_enabled
+
+
+def test_short_admin_token_is_refused() -> None:
+    assert _error(["serve", "--admin-token", "short"]) == "the admin token must be at least 16 characters"
+
+
+def test_admin_token_given_twice_is_refused(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s" * 20)
+    message = _error(["serve", "--admin-token-file", str(token_file)], {"HUB_ADMIN_TOKEN": "t" * 16})
+    assert message.startswith("give the admin token once")
+
+
+def test_missing_admin_token_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert _error(["serve", "--admin-token-file", str(missing)]).startswith(f"cannot read admin token file {missing}")
+
+
+def test_empty_admin_token_file_is_refused(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("\n")
+    assert _error(["serve", "--admin-token-file", str(token_file)]) == f"admin token file {token_file} is empty"
