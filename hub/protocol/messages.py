@@ -146,9 +146,9 @@ def connection_established(socket_id: str, activity_timeout: int) -> str:
     )
 
 
-def error_frame(error: PusherError) -> str:
-    """``pusher:error`` with ``{"code", "message"}`` data."""
-    return event_frame("pusher:error", None, {"code": int(error.code), "message": error.message})
+def error_frame(error: PusherError, channel: str | None = None) -> str:
+    """``pusher:error`` with ``{"code", "message"}`` data; with ``channel``, handlers bound on it see it too."""
+    return event_frame("pusher:error", channel, {"code": int(error.code), "message": error.message})
 
 
 PONG = event_frame("pusher:pong", None, {})
@@ -186,12 +186,12 @@ def member_removed_data(user_id: str) -> str:
 
 
 def cache_miss(channel: str) -> str:
-    """``pusher:cache_miss`` for a cache channel with nothing cached."""
-    return event_frame("pusher:cache_miss", channel, "{}")
+    """``pusher:cache_miss`` for a cache channel with nothing cached: no ``data``, as Pusher documents it."""
+    return dumps({"event": "pusher:cache_miss", "channel": channel})
 
 
 def signin_success(user_data: str) -> str:
-    """``pusher:signin_success`` echoing the signed ``user_data`` string."""
+    """``pusher:signin_success`` carrying the user's ``user_data`` string (as signed; a numeric id as text)."""
     return event_frame("pusher:signin_success", None, {"user_data": user_data})
 
 

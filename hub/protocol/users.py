@@ -75,15 +75,25 @@ def parse_channel_data(raw: str, max_info_bytes: int) -> PresenceMember:
     return PresenceMember(user_id=user_id, user_info=info)
 
 
+def _dumps_user_data(data: dict[str, Any]) -> str:
+    """``user_data`` as JSON text, compact as pusher-js and the SDKs write it."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
 def parse_user_data(raw: str, max_watchlist: int = 100) -> tuple[SignedInUser, bool]:
-    """The user a sign-in ``user_data`` string describes, and whether its watchlist was cut to the limit."""
+    """The user a sign-in ``user_data`` string describes, and whether its watchlist was cut to the limit.
+
+    The returned ``user_data`` is the signed string, except that a numeric id is rewritten as a string.
+    """
     data = _load_object(raw, "user_data")
-    user_id = data.get("id")
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidUserData("user_data must contain a non-empty string id.")
-    problem = user_id_error(user_id)
-    if problem:
-        raise InvalidUserData(problem)
+    raw_id = data.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
+        raise InvalidUserData("user_data must contain a non-empty string or integer id.")
+    user_id = _normalise_id(raw_id, "id")
+    if not isinstance(raw_id, str):
+        # Laravel signs `$user->id`, an integer. pusher-js drops a signin_success whose id is not a string,
+        # so the socket is told its user_data with the id in the string form used everywhere else.
+        raw = _dumps_user_data({**data, "id": user_id})
     watchlist_raw = data.get("watchlist") or []
     if not isinstance(watchlist_raw, list):
         raise InvalidUserData("watchlist must be a list of user ids.")

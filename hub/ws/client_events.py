@@ -6,7 +6,7 @@ from typing import Any
 
 from hub.protocol.channels import channel_type
 from hub.protocol.errors import CloseCode, PusherError
-from hub.protocol.messages import ClientMessage, dumps
+from hub.protocol.messages import ClientMessage, dumps, error_frame
 from hub.ws.connection import Connection
 from hub.ws.context import NodeContext
 
@@ -42,7 +42,8 @@ async def relay_client_event(ctx: NodeContext, conn: Connection, message: Client
     if error is not None:
         if "rate limit" in error.message:
             ctx.metrics.rate_limited.labels(conn.app.id, "client_event").inc()
-        conn.send_error(error)
+        # With the channel, a pusher-js handler bound on the channel fires, as with Soketi.
+        conn.send(error_frame(error, message.channel))
         return
     assert message.channel is not None
     member = conn.channels[message.channel]

@@ -34,11 +34,11 @@ async def signin(ctx: NodeContext, watchlists: Watchlists, conn: Connection, req
             await conn.close(CloseCode.UNAUTHORIZED, "The connection is already signed in as another user.")
             return
         conn.user = user
-        conn.send(messages.signin_success(request.user_data))
+        conn.send(messages.signin_success(user.user_data))
         return
     conn.user = user
     await ctx.join_local(conn, server_to_user_channel(user.user_id))
-    conn.send(messages.signin_success(request.user_data))
+    conn.send(messages.signin_success(user.user_data))
     if truncated:
         conn.send_error(
             PusherError(

@@ -113,6 +113,9 @@ async def test_subscriber_to_an_empty_cache_channel_gets_pusher_cache_miss(
     await js.wait_for("first", source="message", channel=channel, event="pusher:cache_miss")
     frames = [r.event for r in js.events("first", source="message", channel=channel)]
     assert frames[:2] == ["pusher_internal:subscription_succeeded", "pusher:cache_miss"]
+    # No data, as Pusher documents it: a handler bound on the channel is handed nothing, not {}.
+    handed = await js.wait_for("first", source="channel", channel=channel, event="pusher:cache_miss")
+    assert handed.data is None
 
 
 async def test_cache_miss_webhook_is_sent_once_for_a_burst_of_subscribers_on_every_node(

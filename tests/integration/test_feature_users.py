@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -90,7 +91,7 @@ async def sign_in(
     user_id: str,
     *,
     app: dict[str, Any] = USERS,
-    watchlist: list[str] | None = None,
+    watchlist: list[str | int] | None = None,
 ) -> str:
     """A pusher-js client on node `node` signed in as `user_id` (its server-to-user channel acknowledged)."""
     params: dict[str, Any] = {"user_id": user_id}
@@ -256,3 +257,30 @@ async def test_watchlist_events_are_not_sent_for_an_app_without_watchlist_events
     await sign_in(js, topology, strict_auth, "frank", 1, frank, app=STRICT)
 
     await js.expect_none("watcher", source="watchlist", within=0.7)
+
+
+# --- Laravel-shaped sign-in: an integer user id ----------------------------------------------------
+
+
+async def test_laravel_integer_user_id_signs_in_gets_its_user_events_watchlist_and_terminate(
+    topology: Topology, js: JsClients, auth: AuthServer
+) -> None:
+    # Laravel signs {"id": $user->id}, an integer; hub, like Soketi, takes it as the user "<id>".
+    user_id = secrets.randbelow(10**9) + 1
+    watcher = unique("watcher")
+    await sign_in(js, topology, auth, "watcher", 0, watcher, watchlist=[user_id])
+    await js.wait_for("watcher", source="watchlist", event="offline")
+    mark = js.mark()
+
+    await connect(js, topology, auth, "laravel", 1, USERS, user_id=str(user_id), user_id_is_number="1")
+    user_data = await js.signin("laravel")
+
+    assert json.loads(auth.requests_for("user")[-1].body["user_data"])["id"] == user_id
+    assert user_data["id"] == str(user_id)
+    online = await js.wait_for("watcher", source="watchlist", event="online", since=mark)
+    assert online.data["user_ids"] == [str(user_id)]
+    await call(sdk(topology, USERS).send_to_user, str(user_id), "note", {"text": "hi"})
+    record = await js.wait_for("laravel", source="user", event="note", since=mark)
+    assert record.data == {"text": "hi"}
+    assert await call(sdk(topology, USERS).terminate_user_connections, str(user_id)) == {}
+    assert await closed_with(js, "laravel") == 4009

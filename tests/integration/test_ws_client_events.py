@@ -66,9 +66,14 @@ def errors(js: JsClients, cid: str, since: int = 0) -> list[dict[str, Any]]:
     return [r.data for r in js.events(cid, lambda r: r.seq > since, source="message", event="pusher:error")]
 
 
-async def assert_refused(js: JsClients, sender: str, receiver: str, event: str, reason: str, since: int) -> None:
-    """`sender` got `pusher:error` 4301 naming `reason`; `receiver` never got `event`; `sender` stays connected."""
-    error = await js.wait_for(sender, source="message", event="pusher:error", since=since)
+async def assert_refused(
+    js: JsClients, sender: str, receiver: str, channel: str, event: str, reason: str, since: int
+) -> None:
+    """`sender` got `pusher:error` 4301 naming `reason` on `channel`; `receiver` never got `event`; `sender` stays up.
+
+    The error carries the channel (as Soketi's does), so a handler bound on the pusher-js channel fires.
+    """
+    error = await js.wait_for(sender, source="channel", channel=channel, event="pusher:error", since=since)
     assert error.data["code"] == REJECTED
     assert reason in error.data["message"]
     await js.expect_none(receiver, source="message", event=event, since=since, within=0.3)
@@ -153,7 +158,7 @@ async def test_client_event_on_a_public_channel_is_refused_with_4301(js: JsClien
 
     await js.trigger("alice", channel, "client-shout", {"loud": True})
 
-    await assert_refused(js, "alice", "bob", "client-shout", "private and presence", since=mark)
+    await assert_refused(js, "alice", "bob", channel, "client-shout", "private and presence", since=mark)
 
 
 async def test_client_event_is_refused_when_the_app_disables_client_events(
@@ -167,7 +172,7 @@ async def test_client_event_is_refused_when_the_app_disables_client_events(
 
     await js.trigger("alice", channel, "client-typing", {"typing": True})
 
-    await assert_refused(js, "alice", "bob", "client-typing", "not enabled", since=mark)
+    await assert_refused(js, "alice", "bob", channel, "client-typing", "not enabled", since=mark)
 
 
 async def test_client_events_past_the_per_socket_rate_are_refused_with_4301_and_the_socket_stays_open(
@@ -218,6 +223,7 @@ async def test_client_event_larger_than_the_apps_payload_limit_is_refused_with_4
 
         error = await sender.wait_event("pusher:error", since=since)
         assert error.data["code"] == REJECTED
+        assert error.channel == channel
         assert "1 KB" in error.data["message"]
         delivered = await receiver.wait_event("client-blob", channel=channel)
         assert delivered.data == fits

@@ -8,7 +8,9 @@ from our own code, so the server is checked against what a real backend produces
 - `user_id`: presence member id / signed-in user id (required for presence channels and sign-in).
 - `user_info`: JSON object for presence `user_info` and sign-in `user_info`.
 - `watchlist`: JSON array of user ids for sign-in.
-- `user_id_is_number=1`: send `user_id` as a JSON number in presence channel_data (Pusher's own examples do).
+- `user_id_is_number=1`: send `user_id` as a JSON number in presence channel_data (Pusher's own examples do),
+  and sign-in `user_data` with a numeric `id`, as Laravel signs `$user->id` (the Python SDK refuses a numeric
+  id, so that one is signed with the SDK's own `sign` over the string the PHP SDK signs).
 - `deny`: `1`/`all` refuses every request with 403; otherwise a comma-separated list of channel names
   (and/or `signin`) to refuse.
 - `deny_status`: HTTP status used when refusing (default 403).
@@ -26,6 +28,7 @@ from typing import Any, Self
 
 import pusher
 from aiohttp import web
+from pusher.signature import sign
 
 from tests.support.ports import LOOPBACK
 
@@ -84,6 +87,7 @@ class AuthServer:
     ) -> None:
         """Configure the app credentials used to sign; `port=0` lets the OS pick a free port."""
         self.key = key
+        self._secret = secret
         self.host = host
         self._requested_port = port
         self._sdk = pusher.Pusher(
@@ -196,6 +200,11 @@ class AuthServer:
         watchlist = _json_param(params, "watchlist")
         if watchlist is not None:
             user_data["watchlist"] = watchlist
+        if params.get("user_id_is_number") == "1":
+            user_data["id"] = int(user_id)
+            encoded = json.dumps(user_data)
+            signature = sign(self._secret, f"{params.get('socket_id', '')}::user::{encoded}")
+            return self._answer("user", params, 200, {"auth": f"{self.key}:{signature}", "user_data": encoded})
         try:
             body: dict[str, Any] = dict(self._sdk.authenticate_user(params.get("socket_id", ""), user_data))
         except ValueError as err:

@@ -224,6 +224,11 @@ def test_error_frame_data_is_an_object_with_code_and_message() -> None:
     assert frame == '{"event":"pusher:error","data":{"code":4001,"message":"App key x does not exist."}}'
 
 
+def test_error_frame_about_a_channel_names_it() -> None:
+    frame = error_frame(PusherError(CloseCode.CLIENT_EVENT_REJECTED, "no"), "private-a")
+    assert frame == '{"event":"pusher:error","channel":"private-a","data":{"code":4301,"message":"no"}}'
+
+
 def test_error_frame_code_is_a_plain_integer() -> None:
     assert json.loads(error_frame(PusherError(CloseCode.PONG_TIMEOUT, "late")))["data"]["code"] == 4201
 
@@ -296,8 +301,8 @@ def test_event_frame_without_channel_has_no_channel_key() -> None:
     assert event_frame("e", None, "d") == '{"event":"e","data":"d"}'
 
 
-def test_cache_miss_frame() -> None:
-    assert cache_miss("cache-a") == '{"event":"pusher:cache_miss","channel":"cache-a","data":"{}"}'
+def test_cache_miss_frame_has_no_data() -> None:
+    assert cache_miss("cache-a") == '{"event":"pusher:cache_miss","channel":"cache-a"}'
 
 
 def test_signin_success_data_is_an_object_with_the_user_data_string() -> None:

@@ -138,10 +138,21 @@ def test_null_watchlist_is_empty() -> None:
     assert parse_user_data('{"id":"u1","watchlist":null}')[0].watchlist == ()
 
 
-@pytest.mark.parametrize("raw", ['{"user_info":{}}', '{"id":""}', '{"id":12345}', '{"id":null}', '{"id":["1"]}'])
-def test_user_data_id_must_be_a_non_empty_string(raw: str) -> None:
-    # pusher-js itself treats sign-in as failed unless user_data.id is a non-empty string.
-    assert _error(lambda: parse_user_data(raw)) == "user_data must contain a non-empty string id."
+@pytest.mark.parametrize("raw", ['{"user_info":{}}', '{"id":""}', '{"id":true}', '{"id":null}', '{"id":["1"]}'])
+def test_user_data_id_must_be_a_non_empty_string_or_an_integer(raw: str) -> None:
+    assert _error(lambda: parse_user_data(raw)) == "user_data must contain a non-empty string or integer id."
+
+
+def test_integer_user_data_id_is_the_user_named_by_its_string_form() -> None:
+    # Laravel signs {"id": $user->id}: an integer. Soketi accepts it; the user is "12345" everywhere.
+    user, _ = parse_user_data('{"id":12345,"user_info":{"name":"Ann"},"watchlist":[7]}')
+    assert (user.user_id, user.user_info, user.watchlist) == ("12345", {"name": "Ann"}, ("7",))
+
+
+def test_integer_user_data_id_is_given_back_as_a_string() -> None:
+    # pusher-js drops a signin_success whose user_data.id is not a string, so the socket is told the string form.
+    user, _ = parse_user_data('{"id": 12345, "user_info": {"name": "Änne"}}')
+    assert json.loads(user.user_data) == {"id": "12345", "user_info": {"name": "Änne"}}
 
 
 def test_user_data_id_outside_the_alphabet_is_rejected() -> None:
