@@ -106,14 +106,14 @@ class Node:
         self.metrics = Metrics()
         self.backends = make_backends(settings, self.metrics)
         self.broker, self.state = self.backends.broker, self.backends.state
-        self.sender = WebhookSender(self.backends.webhook_queue, apps, self.metrics)
         self.webhooks = Webhooks(
             self.backends.webhook_queue,
             self.backends.coordination,
             self.state,
             self.metrics,
-            on_queued=self.sender.wake,
+            on_queued=lambda: self.sender.wake(),
         )
+        self.sender = WebhookSender(self.backends.webhook_queue, apps, self.metrics, confirm=self.webhooks.still_due)
         self.ws: WsNode | None = None
         self.draining = False
         self._runners: list[web.AppRunner] = []

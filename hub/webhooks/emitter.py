@@ -3,14 +3,16 @@
 ``channel_vacated`` and ``member_removed`` are held for 3 s, as Pusher does: if the channel is
 occupied again (or the member comes back) meanwhile, neither the held event nor the new
 ``channel_occupied`` / ``member_added`` is sent, so a page reload does not flap the backend's view.
-The hold is a token in the shared Coordination store, so the node that re-occupies a channel
-cancels the hold another node placed.
+The hold is the webhook itself, queued in the durable WebhookQueue to be due after the window: the
+node that re-occupies a channel cancels it there, and a node that dies during the window (``kill -9``)
+loses nothing, since any node's sender delivers it when it falls due. Just before that first
+delivery, ``still_due`` checks the state once more, for a re-occupation that raced the hold's queueing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import json
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,7 +22,7 @@ import structlog
 from hub.apps import App
 from hub.metrics import Metrics
 from hub.protocol.messages import dumps
-from hub.state.base import ClusterState
+from hub.state.base import ClusterState, StateUnavailable
 from hub.state.coordination import Coordination
 from hub.webhooks.payload import webhook_body
 from hub.webhooks.queue import WebhookJob, WebhookQueue
@@ -52,15 +54,21 @@ class Webhooks:
         self._hold = hold_seconds
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _emit(self, app: App, event: dict[str, Any]) -> None:
+    async def _emit(self, app: App, event: dict[str, Any], hold: str | None = None) -> None:
+        """Queue the event for each of the app's webhooks that wants it; held ones fall due after the hold."""
         hooks = app.webhooks_for(event["name"])
         if not hooks:
             return
         now = time.time()
-        body = webhook_body(int(now * 1000), [event])
+        due = now + self._hold if hold is not None else now
+        body = webhook_body(int(due * 1000), [event])
         for hook in hooks:
+            if hold is None:
+                job = WebhookJob.new(app.id, hook.url, body, now)
+            else:
+                job = WebhookJob.held(hold, app.id, hook.url, body, now)
             try:
-                await self._queue.push(WebhookJob.new(app.id, hook.url, body, now), now)
+                await self._queue.push(job, due)
                 self._on_queued()
             except Exception as exc:  # the queue's outage type differs per implementation
                 self._metrics.webhooks_dropped.labels(app.id).inc()
@@ -86,7 +94,7 @@ class Webhooks:
             self._spawn(self._guarded(app, self._occupied(app, channel)))
 
     async def _occupied(self, app: App, channel: str) -> None:
-        if await self._co.take(f"vacated:{app.id}:{channel}"):
+        if await self._queue.cancel(_hold("vacated", app.id, channel)):
             return
         await self._emit(app, {"name": "channel_occupied", "channel": channel})
 
@@ -96,12 +104,7 @@ class Webhooks:
             self._spawn(self._guarded(app, self._vacated(app, channel)))
 
     async def _vacated(self, app: App, channel: str) -> None:
-        key = f"vacated:{app.id}:{channel}"
-        token = secrets.token_hex(8)
-        await self._co.put(key, token, self._hold + 10)
-        await asyncio.sleep(self._hold)
-        if await self._co.take(key, token) and await self._state.channel_subscriptions(app.id, channel) == 0:
-            await self._emit(app, {"name": "channel_vacated", "channel": channel})
+        await self._emit(app, {"name": "channel_vacated", "channel": channel}, _hold("vacated", app.id, channel))
 
     def member_added(self, app: App, channel: str, user_id: str) -> None:
         """A user's first socket joined a presence channel."""
@@ -109,7 +112,7 @@ class Webhooks:
             self._spawn(self._guarded(app, self._member_added(app, channel, user_id)))
 
     async def _member_added(self, app: App, channel: str, user_id: str) -> None:
-        if await self._co.take(f"removed:{app.id}:{channel}:{user_id}"):
+        if await self._queue.cancel(_hold("removed", app.id, channel, user_id)):
             return
         await self._emit(app, {"name": "member_added", "channel": channel, "user_id": user_id})
 
@@ -119,12 +122,29 @@ class Webhooks:
             self._spawn(self._guarded(app, self._member_removed(app, channel, user_id)))
 
     async def _member_removed(self, app: App, channel: str, user_id: str) -> None:
-        key = f"removed:{app.id}:{channel}:{user_id}"
-        token = secrets.token_hex(8)
-        await self._co.put(key, token, self._hold + 10)
-        await asyncio.sleep(self._hold)
-        if await self._co.take(key, token) and user_id not in await self._state.presence_members(app.id, channel):
-            await self._emit(app, {"name": "member_removed", "channel": channel, "user_id": user_id})
+        event = {"name": "member_removed", "channel": channel, "user_id": user_id}
+        await self._emit(app, event, _hold("removed", app.id, channel, user_id))
+
+    async def still_due(self, job: WebhookJob) -> bool:
+        """Whether a held job's event is still true at the end of its hold (the sender asks once).
+
+        A re-occupation whose cancel ran before the hold was queued (two nodes, a few milliseconds
+        apart) would otherwise send ``channel_vacated`` for an occupied channel. When the state
+        cannot be read the event is sent: a late duplicate beats a lost webhook.
+        """
+        try:
+            events = json.loads(job.body)["events"]
+            for event in events:
+                if event["name"] == "channel_vacated":
+                    if await self._state.channel_subscriptions(job.app_id, event["channel"]) > 0:
+                        return False
+                elif event["name"] == "member_removed" and event["user_id"] in await self._state.presence_members(
+                    job.app_id, event["channel"]
+                ):
+                    return False
+        except StateUnavailable:
+            return True
+        return True
 
     def client_event(self, app: App, channel: str, event: str, data: Any, socket_id: str, user_id: str | None) -> None:
         """A client event was relayed on a private or presence channel."""
@@ -157,9 +177,14 @@ class Webhooks:
         await self._emit(app, {"name": "subscription_count", "channel": channel, "subscription_count": count})
 
     async def close(self) -> None:
-        """Let held decisions finish (a drained node's last vacated/removed still go out), then stop."""
+        """Let decisions in flight reach the queue (holds wait there, not here), then stop."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self._hold + 2.0)
+            await asyncio.wait(set(self._tasks), timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _hold(*parts: str) -> str:
+    """The name a held webhook is queued under; JSON, so no app id, channel or user id can blur two."""
+    return json.dumps(parts, separators=(",", ":"))

@@ -2,6 +2,10 @@
 
 Delivery is at least once: ``lease`` hands a due job to one worker for a while; a job neither acked
 nor retried in that time (its worker died) becomes due again for any worker.
+
+A *held* job (``WebhookJob.held``) is queued with a due time in the future and can be withdrawn with
+``cancel`` until a worker first leases it: that is how ``channel_vacated`` and ``member_removed`` wait
+out Pusher's 3 s window in the durable queue, so the node that decided them may die meanwhile.
 """
 
 from __future__ import annotations
@@ -12,10 +16,16 @@ from dataclasses import dataclass, replace
 
 import msgpack
 
+HOLD_SEPARATOR = "\x00"
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookJob:
-    """One webhook request to make: where, what, and since when it has been tried."""
+    """One webhook request to make: where, what, and since when it has been tried.
+
+    A held job's id is ``<hold>\\x00<random>``: the queue finds a hold's jobs by that prefix, without
+    an index of its own to keep in step.
+    """
 
     id: str
     app_id: str
@@ -28,6 +38,19 @@ class WebhookJob:
     def new(app_id: str, url: str, body: bytes, created_at: float) -> WebhookJob:
         """A fresh job with a random id."""
         return WebhookJob(secrets.token_hex(8), app_id, url, body, created_at)
+
+    @staticmethod
+    def held(hold: str, app_id: str, url: str, body: bytes, created_at: float) -> WebhookJob:
+        """A fresh job that ``WebhookQueue.cancel(hold)`` withdraws until it is first leased."""
+        if "\x00" in hold:
+            raise ValueError("a hold name cannot contain NUL")
+        return WebhookJob(f"{hold}{HOLD_SEPARATOR}{secrets.token_hex(8)}", app_id, url, body, created_at)
+
+    @property
+    def hold(self) -> str | None:
+        """The hold this job was queued under, or None."""
+        hold, separator, _ = self.id.partition(HOLD_SEPARATOR)
+        return hold if separator else None
 
     def next_attempt(self) -> WebhookJob:
         """The same job after one more failed attempt."""
@@ -75,6 +98,13 @@ class WebhookQueue(ABC):
         """Store the job's new attempt count and make it due again at ``due``."""
 
     @abstractmethod
+    async def cancel(self, hold: str) -> int:
+        """Withdraw every job queued under ``hold`` that no worker has leased yet; return how many.
+
+        Atomic with ``lease``: a held job is either cancelled or delivered, never both.
+        """
+
+    @abstractmethod
     async def stats(self, now: float) -> QueueStats:
         """Depth and oldest age, for metrics."""
 
@@ -93,9 +123,12 @@ class MemoryWebhookQueue(WebhookQueue):
     def __init__(self) -> None:
         self._jobs: dict[str, tuple[WebhookJob, float]] = {}
         self._leased: set[str] = set()
+        self._held: dict[str, set[str]] = {}
 
     async def push(self, job: WebhookJob, due: float) -> None:
         self._jobs[job.id] = (job, due)
+        if job.hold is not None:
+            self._held.setdefault(job.hold, set()).add(job.id)
 
     async def lease(self, now: float, limit: int, lease_seconds: float) -> list[WebhookJob]:
         due = sorted((d, j.id) for j, d in self._jobs.values() if d <= now)[:limit]
@@ -104,8 +137,22 @@ class MemoryWebhookQueue(WebhookQueue):
             job, _ = self._jobs[job_id]
             self._jobs[job_id] = (job, now + lease_seconds)
             self._leased.add(job_id)
+            self._unhold(job)
             leased.append(job)
         return leased
+
+    def _unhold(self, job: WebhookJob) -> None:
+        if job.hold is not None and job.hold in self._held:
+            self._held[job.hold].discard(job.id)
+            if not self._held[job.hold]:
+                del self._held[job.hold]
+
+    async def cancel(self, hold: str) -> int:
+        ids = self._held.pop(hold, set())
+        cancelled = [job_id for job_id in ids if job_id not in self._leased and job_id in self._jobs]
+        for job_id in cancelled:
+            del self._jobs[job_id]
+        return len(cancelled)
 
     async def ack(self, job: WebhookJob) -> None:
         self._jobs.pop(job.id, None)

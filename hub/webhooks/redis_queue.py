@@ -3,6 +3,8 @@
 ``{p}:webhooks:due`` is a sorted set of job ids scored by when they are due; ``{p}:webhooks:jobs``
 maps id to the packed job; ``{p}:webhooks:created`` scores ids by creation time for the age metric;
 ``{p}:webhooks:urls`` maps id to its URL and ``{p}:webhooks:leased`` holds the ids being delivered.
+``{p}:webhooks:held`` holds the ids of held jobs not leased yet (score 0, so ``cancel`` finds a hold's
+ids by their prefix with ZRANGEBYLEX); leasing a job takes it out.
 Leasing moves a due job's score into the future in the same script that reads it, so two workers
 never take the same job, and a worker that dies only delays it by the lease.
 """
@@ -14,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from hub.webhooks.queue import QueueStats, WebhookJob, WebhookQueue
+from hub.webhooks.queue import HOLD_SEPARATOR, QueueStats, WebhookJob, WebhookQueue
 
 _LEASE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -24,6 +26,7 @@ for _, id in ipairs(ids) do
   if job then
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     redis.call('SADD', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
     table.insert(out, job)
   else
     redis.call('ZREM', KEYS[1], id)
@@ -37,6 +40,21 @@ local n = 0
 for _, id in ipairs(ids) do
   if redis.call('SISMEMBER', KEYS[3], id) == 0 and redis.call('HGET', KEYS[2], id) == ARGV[1] then
     redis.call('ZADD', KEYS[1], ARGV[2], id)
+    n = n + 1
+  end
+end
+return n
+"""
+
+_CANCEL = """
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2])
+local n = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('SISMEMBER', KEYS[6], id) == 0 and redis.call('HDEL', KEYS[3], id) == 1 then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('HDEL', KEYS[5], id)
     n = n + 1
   end
 end
@@ -58,8 +76,10 @@ class RedisWebhookQueue(WebhookQueue):
         self._created = f"{prefix}:webhooks:created"
         self._urls = f"{prefix}:webhooks:urls"
         self._leased = f"{prefix}:webhooks:leased"
+        self._held = f"{prefix}:webhooks:held"
         self._lease = client.register_script(_LEASE)
         self._expedite = client.register_script(_EXPEDITE)
+        self._cancel = client.register_script(_CANCEL)
 
     async def _run(self, pipe: Any) -> None:
         try:
@@ -73,11 +93,15 @@ class RedisWebhookQueue(WebhookQueue):
         pipe.hset(self._urls, job.id, job.url)
         pipe.zadd(self._due, {job.id: due})
         pipe.zadd(self._created, {job.id: job.created_at})
+        if job.hold is not None:
+            pipe.zadd(self._held, {job.id: 0})
         await self._run(pipe)
 
     async def lease(self, now: float, limit: int, lease_seconds: float) -> list[WebhookJob]:
         try:
-            raw = await self._lease(keys=[self._due, self._jobs, self._leased], args=[now, limit, now + lease_seconds])
+            raw = await self._lease(
+                keys=[self._due, self._jobs, self._leased, self._held], args=[now, limit, now + lease_seconds]
+            )
         except (RedisError, OSError) as exc:
             raise WebhookQueueUnavailable(str(exc)) from None
         return [WebhookJob.unpack(item) for item in raw]
@@ -101,6 +125,15 @@ class RedisWebhookQueue(WebhookQueue):
     async def expedite(self, url: str, now: float) -> int:
         try:
             return int(await self._expedite(keys=[self._due, self._urls, self._leased], args=[url, now]))
+        except (RedisError, OSError) as exc:
+            raise WebhookQueueUnavailable(str(exc)) from None
+
+    async def cancel(self, hold: str) -> int:
+        prefix = hold + HOLD_SEPARATOR
+        keys = [self._held, self._due, self._jobs, self._created, self._urls, self._leased]
+        try:
+            # Every id of the hold sorts between "<hold>\x00" and "<hold>\x01".
+            return int(await self._cancel(keys=keys, args=["[" + prefix, "(" + hold + "\x01"]))
         except (RedisError, OSError) as exc:
             raise WebhookQueueUnavailable(str(exc)) from None
 

@@ -3,6 +3,10 @@
 Every node runs one; the queue's leases make each job go to one worker at a time. A job is given up
 once the next attempt would fall outside the retry window: the Python SDK rejects webhooks whose
 ``time_ms`` is more than 300 s old anyway.
+
+While a URL fails, each node keeps one of its jobs as a *probe*, retried every ``PROBE_SECONDS``
+instead of backing off: the first 2xx answer makes every other job for that URL due at once, so a
+backlog resumes within seconds of the receiver returning rather than after the longest backoff.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import structlog
@@ -25,6 +30,13 @@ RETRY_WINDOW_SECONDS = 300.0
 MAX_BACKOFF_SECONDS = 60.0
 LEASE_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 5.0
+PROBE_SECONDS = 2.0
+
+Confirm = Callable[[WebhookJob], Awaitable[bool]]
+
+
+async def _always(job: WebhookJob) -> bool:
+    return True
 
 
 def backoff(attempts: int) -> float:
@@ -44,7 +56,10 @@ class WebhookSender:
         poll_seconds: float = 0.2,
         concurrency: int = 16,
         window: float = RETRY_WINDOW_SECONDS,
+        probe_seconds: float = PROBE_SECONDS,
+        confirm: Confirm = _always,
     ) -> None:
+        """``confirm`` is asked once, before a held job's first attempt, whether it is still to be sent."""
         self._queue = queue
         self._apps = apps
         self._metrics = metrics
@@ -55,6 +70,9 @@ class WebhookSender:
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._failing: set[str] = set()
+        self._probe = probe_seconds
+        self._next_probe: dict[str, float] = {}
+        self._confirm = confirm
 
     def wake(self) -> None:
         """A job was queued here: look for due jobs now instead of at the next poll."""
@@ -101,20 +119,26 @@ class WebhookSender:
             if app is None:
                 await self._queue.ack(job)
                 return
+            if job.hold is not None and job.attempts == 0 and not await self._confirm(job):
+                log.info("webhook_hold_obsolete", app_id=job.app_id, url=job.url)
+                await self._queue.ack(job)
+                return
             error = await self._post(session, job, app.key, app.secret)
             if error is None:
                 self._metrics.webhooks_sent.labels(job.app_id).inc()
                 await self._queue.ack(job)
-                if job.url in self._failing:
+                # A retried job succeeding means the receiver is back, even if another node saw it fail.
+                if job.url in self._failing or job.attempts > 0:
                     self._failing.discard(job.url)
-                    # The receiver is back: its backlog need not wait out each job's backoff.
+                    self._next_probe.pop(job.url, None)
+                    # Its backlog need not wait out each job's backoff.
                     if await self._queue.expedite(job.url, time.time()):
                         self.wake()
                 return
             self._failing.add(job.url)
             self._metrics.webhooks_failed.labels(job.app_id).inc()
             retry = job.next_attempt()
-            delay = backoff(retry.attempts)
+            delay = self._retry_delay(job.url, retry.attempts)
             if time.time() + delay - job.created_at > self._window:
                 self._metrics.webhooks_dropped.labels(job.app_id).inc()
                 log.error("webhook_dropped", app_id=job.app_id, url=job.url, attempts=retry.attempts, error=error)
@@ -127,6 +151,14 @@ class WebhookSender:
             log.warning("webhook_queue_unavailable", error=str(exc), job_id=job.id)
         finally:
             self._slots.release()
+
+    def _retry_delay(self, url: str, attempts: int) -> float:
+        """The backoff, except for one job per URL per probe period, which comes back soon as the probe."""
+        now = time.monotonic()
+        if now >= self._next_probe.get(url, 0.0):
+            self._next_probe[url] = now + self._probe
+            return min(self._probe, backoff(attempts))
+        return backoff(attempts)
 
     async def _post(self, session: aiohttp.ClientSession, job: WebhookJob, key: str, secret: str) -> str | None:
         """POST the job; None on a 2xx answer, else what went wrong."""

@@ -115,3 +115,37 @@ async def test_expedite_leaves_a_leased_job_alone(queue: WebhookQueue) -> None:
 
     assert await queue.expedite(url, NOW + 1) == 0
     assert await queue.lease(NOW + 1, 10, LEASE) == [], "a job being delivered must not be delivered twice"
+
+
+def held(hold: str, url: str = "http://127.0.0.1:1/hook") -> WebhookJob:
+    return WebhookJob.held(hold, "1", url, b"{}", NOW)
+
+
+async def test_cancel_withdraws_every_waiting_job_of_the_hold_and_only_those(queue: WebhookQueue) -> None:
+    await queue.push(held('["vacated","1","room"]', "http://127.0.0.1:1/a"), NOW + 3)
+    await queue.push(held('["vacated","1","room"]', "http://127.0.0.1:1/b"), NOW + 3)
+    await queue.push(held('["vacated","1","room-2"]'), NOW + 3)
+    await queue.push(job(), NOW + 3)
+
+    assert await queue.cancel('["vacated","1","room"]') == 2
+    leased = await queue.lease(NOW + 3, 10, LEASE)
+    assert sorted(j.hold or "" for j in leased) == ["", '["vacated","1","room-2"]']
+    assert (await queue.stats(NOW)).depth == 2
+    assert await queue.cancel('["vacated","1","room"]') == 0, "a hold is cancelled once"
+
+
+async def test_a_held_job_once_leased_cannot_be_cancelled_and_is_delivered_as_queued(queue: WebhookQueue) -> None:
+    queued = held('["removed","1","presence-x","u:1"]')
+    await queue.push(queued, NOW + 3)
+
+    assert await queue.lease(NOW + 3, 10, LEASE) == [queued]
+    assert await queue.cancel('["removed","1","presence-x","u:1"]') == 0
+    assert queued.hold == '["removed","1","presence-x","u:1"]'
+
+
+async def test_a_held_job_whose_lease_ran_out_comes_back_and_stays_uncancellable(queue: WebhookQueue) -> None:
+    await queue.push(held("h"), NOW)
+    (leased,) = await queue.lease(NOW, 10, LEASE)
+
+    assert await queue.cancel("h") == 0
+    assert await queue.lease(NOW + LEASE, 10, LEASE) == [leased]
