@@ -20,9 +20,9 @@ venv: $(STAMP)
 run: $(STAMP)
 	PUSHER_APP_ID=$${PUSHER_APP_ID:-1} $(BIN)/hub serve
 
-# redis-server is a real dependency of the cluster tests; install it from Debian when it is missing.
+# redis-server (and redis-cli, which creates the Redis Cluster) are real dependencies of the tests; install them from Debian when missing.
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; }
 	@command -v node >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 
 $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
