@@ -19,7 +19,10 @@ log = structlog.get_logger("hub")
 
 
 async def run(settings: Settings, apps: AppRegistry) -> int:
-    """Run a node until SIGTERM/SIGINT; the first signal drains, a second one stops at once."""
+    """Run a node until SIGTERM/SIGINT; the first signal drains, a second one stops at once.
+
+    SIGHUP re-reads the TLS certificate and key.
+    """
     node = Node(settings, apps)
     await node.start()
     loop = asyncio.get_running_loop()
@@ -36,6 +39,7 @@ async def run(settings: Settings, apps: AppRegistry) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await stop.wait()
     await node.drain()
     return 0
@@ -53,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         return asyncio.run(run(settings, apps))
+    except ConfigError as exc:
+        print(f"hub: configuration error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"hub: cannot start: {exc}", file=sys.stderr)
         return 1

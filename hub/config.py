@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.apps import AppRegistry, ConfigError, default_app, load_apps_file
+from hub.tls import TlsFiles
 
 
 class Role(Enum):
@@ -75,6 +76,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("admin_port", int, 9602, "Port of the admin API; served only when an admin token is set; 0 disables."),
     Option("admin_token", str, None, "Bearer token of the admin API (prefer HUB_ADMIN_TOKEN or a token file)."),
     Option("admin_token_file", str, None, "File holding the admin token (e.g. a mounted Secret)."),
+    Option("tls_cert", str, None, "PEM certificate: serve TLS (wss://, https://) on every port of this node."),
+    Option("tls_key", str, None, "PEM private key of --tls-cert (default: read from the certificate file)."),
+    Option("tls_ca", str, None, "PEM intermediate/CA chain sent after the certificate."),
+    Option("tls_key_password", str, None, "Passphrase of an encrypted --tls-key."),
 )
 
 # Shorter tokens are guessable; the admin API can rewrite every app's secret.
@@ -105,6 +110,17 @@ class Settings:
     admin_port: int
     admin_token: str | None
     admin_token_file: str | None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_key_password: str | None = None
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The TLS files when the node serves TLS, else None."""
+        if self.tls_cert is None:
+            return None
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca, self.tls_key_password)
 
     @property
     def admin_enabled(self) -> bool:
@@ -152,6 +168,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError(f"log format must be auto, json or console, not {args['log_format']!r}")
     if args["activity_timeout"] <= 0:
         raise ConfigError("activity timeout must be positive")
+    if not args["tls_cert"] and (args["tls_key"] or args["tls_ca"]):
+        raise ConfigError("--tls-key and --tls-ca need --tls-cert (HUB_TLS_CERT)")
     args["node_id"] = args["node_id"] or secrets.token_hex(6)
     args["admin_token"] = _admin_token(args["admin_token"], args["admin_token_file"])
     return Settings(role=role, **args)

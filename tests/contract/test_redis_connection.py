@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from hub.redis_connection import RedisTarget, RedisUrlError, parse_redis_url
 from hub.state.base import StateUnavailable
 from hub.state.redis import RedisClusterState
 from tests.contract.conftest import TIMEOUT, Inbox, eventually
+from tests.support.certificates import make_certificates
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.requirements import require, require_executable
@@ -165,25 +165,6 @@ async def test_database_number_in_the_url_holds_the_state(
     finally:
         await db3.aclose()
         await state.close()
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (EC keys: fast to make)."""
-    openssl = require_executable("openssl")
-    files = {name: directory / f"{name}.pem" for name in ("ca", "ca-key", "server", "server-key", "csr")}
-    ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    ca_subject = ["-subj", "/CN=hub test CA"]
-    sign = ["-CA", files["ca"], "-CAkey", files["ca-key"], "-CAcreateserial", "-extfile", ext]
-    commands = [
-        [openssl, "req", "-x509", *ec, "-keyout", files["ca-key"], "-out", files["ca"], "-days", "1", *ca_subject],
-        [openssl, "req", *ec, "-keyout", files["server-key"], "-out", files["csr"], "-subj", "/CN=localhost"],
-        [openssl, "x509", "-req", "-in", files["csr"], *sign, "-out", files["server"], "-days", "1"],
-    ]
-    for command in commands:
-        subprocess.run([str(part) for part in command], check=True, capture_output=True, cwd=directory)
-    return files
 
 
 @pytest.fixture
