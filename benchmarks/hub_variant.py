@@ -49,7 +49,7 @@ class _AsyncioWithUvloopTransports(types.ModuleType):
 def _use_uvloop() -> None:
     import uvloop
 
-    import hub.broker.redis_resp as redis_resp
+    import hub.redis_resp as redis_resp
 
     shim = _AsyncioWithUvloopTransports("asyncio")
     shim.Transport = (asyncio.Transport, uvloop.loop.TCPTransport, uvloop.loop.UnixTransport)  # type: ignore[attr-defined]
@@ -135,7 +135,7 @@ def _cork() -> None:
 
 
 def _batch_reads() -> None:
-    from hub.broker.redis_resp import RespProtocol
+    from hub.redis_resp import RespProtocol
     from hub.ws.connection import Connection
 
     original_write = Connection.write

@@ -154,6 +154,34 @@ class Metrics:
         self.broker_subscribed_channels = Gauge(
             "hub_broker_subscribed_channels", "Broker channels this node is subscribed to.", registry=r
         )
+        self.broker_replayed = Counter(
+            "hub_broker_replayed_total",
+            "Events a resubscribed node delivered from the replay buffer because pub/sub had not brought them.",
+            registry=r,
+        )
+        self.broker_resubscribe_seconds = Histogram(
+            "hub_broker_resubscribe_duration_seconds",
+            "Time from losing a Redis pub/sub connection to every channel resubscribed and caught up.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.redis_topology = Gauge(
+            "hub_redis_topology_info",
+            "The Redis deployment in use (kind: single, sentinel, cluster).",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_primary_up = Gauge(
+            "hub_redis_primary_up",
+            "1 while this node's pub/sub and publish connections to the Redis primary at address work.",
+            ["address"],
+            registry=r,
+        )
+        self.redis_topology_refreshes = Counter(
+            "hub_redis_topology_refreshes_total",
+            "Times the Redis primaries were looked up again (failover, slot moved, connection lost).",
+            registry=r,
+        )
         self.reaped_nodes = Counter(
             "hub_reaped_nodes_total", "Dead nodes whose sockets this node removed from cluster state.", registry=r
         )

@@ -1,47 +1,51 @@
-"""Redis pub/sub broker: one Redis channel per (app, channel) topic, so each node gets only what it serves.
+"""Redis pub/sub broker on a single Redis, a Sentinel-managed primary or a Redis Cluster (sharded pub/sub).
 
-Layout (``{p}`` is the deployment prefix):
+Topics (``{p}`` is the deployment prefix; each whole name is its own hash tag, see ``hub.broker.replay``):
 
-- ``{p}:{app_id}:{channel}``: events of one Pusher channel; a node subscribes while it has local sockets.
-- ``{p}:{app_id}:#control``: the app's control messages (terminate user, watchlist); always subscribed.
-- ``{p}:#probe:{node_id}``: this node's liveness probe, published and expected back every few seconds.
+- ``{p:app_id:channel}``: events of one Pusher channel; a node subscribes while it has local sockets.
+  On a Redis Cluster the topic lives in its own slot, so one app's channels spread over every shard.
+- ``{p:app_id:#control}``: the app's control messages (terminate user, watchlist); always subscribed.
+- ``{p:#probe:node_id:k}``: this node's liveness probe of one shard, published and expected back.
+- ``{...}:replay``: the topic's replay stream (capped, with a TTL), written by the publish script.
 
-Payloads are ``Envelope.pack()`` bytes. Each node holds two raw RESP connections (see ``redis_resp``):
-a dedicated pub/sub connection, and a command connection on which every PUBLISH is pipelined (written
-at once, its reply awaited), which also keeps the node's publishes in order. Subscribes made in one
-event-loop turn share one SUBSCRIBE command and return once Redis confirmed it. Unsubscribes are applied by a
-background task in batches; an unsubscribe waits ``unsubscribe_delay`` seconds and is cancelled by a
-re-subscribe meanwhile, so a socket that leaves and rejoins (page reload) costs no Redis commands.
+Each primary is a ``Shard`` (hub/broker/redis_shard.py) with its own pub/sub and command connections.
+Single Redis and Sentinel have one; its primary is looked up again on every connect, so a Sentinel
+failover is followed. A Redis Cluster has one per primary: each topic goes to the primary that serves its
+slot (``SSUBSCRIBE``/``SPUBLISH``); the slot map is refreshed when a connection is lost, when Redis answers
+MOVED or drops a subscription because its slot moved, and every few seconds. Topics whose slot moved are
+unsubscribed at the old primary and subscribed at the new one, then caught up from their replay stream.
+
+Delivery: every event is published together with its replay-stream entry in one script; a node delivers
+each topic's events in stream order and drops one it already delivered (by entry id), so a resubscription
+after any disruption neither loses nor doubles what was published meanwhile, within the replay window.
+A publish is reported accepted only when the primary ran the script and, if it has a replica, a replica
+confirmed it (WAIT), so a failover cannot lose an event that was answered 200.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
-import random
-import time
-from collections import deque
+from typing import Any
 
 import structlog
 
 from hub.broker.base import CONTROL_CHANNEL, Broker, BrokerUnavailable, MessageHandler, topic_of
 from hub.broker.envelope import Envelope, EnvelopeError
-from hub.broker.redis_resp import ConnectionClosed, MessageCallback, RespError, RespProtocol
+from hub.broker.redis_shard import Redirect, Shard
+from hub.broker.replay import StreamId, merge, split_frame, stream_entries, topic_name
 from hub.metrics import Metrics
-from hub.redis_connection import open_connection, parse_redis_url
+from hub.redis_connection import RedisTarget
+from hub.redis_topology import CLUSTER, SENTINEL, SLOTS, SlotRange, cluster_slots, discover_primary, key_slot
+from hub.redis_topology import parse_topology as parse_topology
 
-# Channels per SUBSCRIBE/UNSUBSCRIBE command: big enough to resubscribe thousands of channels in a few
-# round trips, small enough that one command never blocks Redis noticeably (centrifuge uses 512 too).
-BATCH = 512
-INITIAL_BACKOFF = 0.05
-# A connection that lived this long (seconds) was a success: the next loss starts the backoff afresh.
-STABLE_CONNECTION = 1.0
-
-_REDIS_ERRORS = (OSError, TimeoutError, RespError)  # ConnectionClosed is an OSError
+# How often a cluster's slot map is read again without a reason (a reason triggers it at once).
+TOPOLOGY_REFRESH_SECONDS = 5.0
 
 
 class RedisBroker(Broker):
-    """Broker over Redis pub/sub; see the module docstring for the channel layout."""
+    """Broker over Redis pub/sub on any topology; see the module docstring for the layout and guarantees."""
 
     def __init__(
         self,
@@ -55,48 +59,55 @@ class RedisBroker(Broker):
         probe_interval: float = 5.0,
         probe_timeout: float = 3.0,
         max_backoff: float = 2.0,
+        replay_seconds: float = 60.0,
+        replay_max_events: int = 500,
+        publish_acks: int = -1,
     ) -> None:
         """Configure; nothing connects until ``start``.
 
         ``timeout`` bounds every Redis round trip (a publish that takes longer raises BrokerUnavailable);
-        ``probe_interval``/``probe_timeout`` pace the pub/sub liveness probe; ``max_backoff`` caps the
-        wait between reconnection attempts.
+        ``probe_interval``/``probe_timeout`` pace each shard's pub/sub liveness probe; ``max_backoff`` caps
+        the wait between reconnection attempts. ``replay_seconds``/``replay_max_events`` size each topic's
+        replay stream (0 seconds: no stream, plain at-most-once PUBLISH). ``publish_acks`` is how many
+        replicas must confirm a publish (-1: one when the primary has any, 0: none).
         """
-        self._target = parse_redis_url(redis_url)
+        self.topology = parse_topology(redis_url)
+        self.clustered = self.topology.kind == CLUSTER
+        self.sentinel = self.topology.kind == SENTINEL
+        self.publish_command = b"SPUBLISH" if self.clustered else b"PUBLISH"
         self._prefix = prefix
         self.node_id = node_id
-        self._metrics = metrics
-        self._timeout = timeout
+        self.metrics = metrics
+        self.timeout = timeout
         self._unsubscribe_delay = unsubscribe_delay
-        self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
-        self._max_backoff = max_backoff
-        self._log = structlog.get_logger("hub.broker.redis").bind(node_id=node_id, redis=self._target.address)
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self.max_backoff = max_backoff
+        self.replay = replay_seconds > 0
+        self.replay_ttl_ms = b"%d" % max(1, int(replay_seconds * 1000))
+        self.replay_max_events = b"%d" % max(1, replay_max_events)
+        self.publish_acks = publish_acks
+        self.log = structlog.get_logger("hub.broker.redis").bind(node_id=node_id, redis=self.topology.address)
 
-        self._probe_channel = f"{prefix}:#probe:{node_id}".encode()
         self._handler: MessageHandler | None = None
-        self._command: RespProtocol | None = None  # the PUBLISH connection, opened on first use
-        self._command_lock = asyncio.Lock()
-
-        # Subscription bookkeeping; "active" means SUBSCRIBE was written on the current connection.
-        self._permanent: set[bytes] = {self._probe_channel}
+        self._permanent: set[bytes] = set()
         self._wanted: set[bytes] = set()
-        self._active: set[bytes] = set()
-        self._to_subscribe: set[bytes] = set()
-        self._to_unsubscribe: dict[bytes, float] = {}  # name -> due time (monotonic)
-        self._unsubscribe_queue: deque[tuple[float, bytes]] = deque()  # due times ascend: the delay is fixed
-
-        self._conn: RespProtocol | None = None  # set only while connected and subscribed
-        # subscribe() callers wait on a batch future: the next one to be written, or the last one written
-        # (a topic already written may still await Redis's confirmation).
-        self._next_batch: asyncio.Future[None] | None = None
-        self._written_batch: asyncio.Future[None] | None = None
-        self._ready = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._probe_seen = asyncio.Event()
-        self._command_ok = True
-        self._closing = False
+        self._assigned: dict[bytes, Shard] = {}
+        self._shards: dict[tuple[str, int], Shard] = {}
+        self._probes: dict[bytes, Shard] = {}
+        # Cluster slot map: range starts (sorted) and the shard of each range.
+        self._starts: list[int] = []
+        self._owners: list[Shard] = []
+        self._refresh = asyncio.Event()
+        self._mapped = asyncio.Event()  # set once there is a shard to talk to
+        self._background: set[asyncio.Future[None]] = set()
+        # Replay: last delivered stream id per topic, and live messages held while a topic resyncs.
+        self._floors: dict[bytes, StreamId] = {}
+        self._syncing: dict[bytes, list[tuple[StreamId, bytes]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        if metrics is not None:
+            metrics.redis_topology.labels(self.topology.kind).set(1)
 
     # Broker interface
 
@@ -109,19 +120,27 @@ class RedisBroker(Broker):
         for app_id in app_ids:
             self._permanent.add(self._topic(app_id, CONTROL_CHANNEL))
         self._wanted |= self._permanent
-        self._tasks = [
-            asyncio.create_task(self._run_connection(), name="redis-broker-connection"),
-            asyncio.create_task(self._run_flusher(), name="redis-broker-flusher"),
-            asyncio.create_task(self._run_probe(), name="redis-broker-probe"),
-        ]
+        if self.clustered:
+            self._refresh.set()  # read the slot map at once
+            self._tasks.append(asyncio.create_task(self._run_topology(), name="redis-broker-topology"))
+        else:
+            shard = Shard(self, None, self._primary)
+            shard.probe_topic = f"{{{self._prefix}:#probe:{self.node_id}}}".encode()
+            self._probes[shard.probe_topic] = shard
+            self._shards[("", 0)] = shard
+            for topic in self._wanted:
+                self._assign(topic, shard)
+            shard.start()
+            self._mapped.set()
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._ready.wait()
+            async with asyncio.timeout(self.timeout):
+                await self._mapped.wait()
+                await asyncio.gather(*(s.wait_ready() for s in list(self._shards.values())))
         except TimeoutError:
-            self._log.warning("broker_start_without_redis", hint="retrying in the background; node not ready")
+            self.log.warning("broker_start_without_redis", hint="retrying in the background; node not ready")
 
     async def close(self) -> None:
-        """Stop the background tasks and close both connections."""
+        """Stop the background tasks and close every connection."""
         self._closing = True
         for task in self._tasks:
             task.cancel()
@@ -129,97 +148,179 @@ class RedisBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for conn in (self._conn, self._command):
-            if conn is not None:
-                conn.abort()  # outstanding publishes fail with ConnectionClosed
-        self._command = None
-        self._set_disconnected()
+        for shard in list(self._shards.values()):
+            await shard.close()
+        self._shards.clear()
         self._handler = None
 
     async def publish(self, envelope: Envelope) -> None:
-        """PUBLISH the packed envelope on its topic; raise BrokerUnavailable unless Redis accepted it."""
+        """Publish the packed envelope on its topic; raise BrokerUnavailable unless Redis accepted it."""
         app_id, channel = topic_of(envelope)
         try:
-            await self._publish(self._topic(app_id, channel), envelope.pack())
+            await self._publish(self._topic(app_id, channel), envelope.pack(), replay=self.replay)
         except BrokerUnavailable as exc:
-            if self._metrics is not None:
-                self._metrics.broker_publish_failures.inc()
-            self._log.warning("broker_publish_failed", app_id=app_id, channel=channel, error=str(exc))
+            if self.metrics is not None:
+                self.metrics.broker_publish_failures.inc()
+            self.log.warning("broker_publish_failed", app_id=app_id, channel=channel, error=str(exc))
             raise
 
     async def subscribe(self, app_id: str, channel: str) -> None:
         """Want the topic and return once Redis delivers it (at once while disconnected: applied on reconnect).
 
-        Calls made in the same event-loop turn share one SUBSCRIBE command and one confirming PING. A
-        pending delayed unsubscribe of the topic is simply cancelled: no Redis command at all.
+        Calls made in the same event-loop turn share one subscribe command per slot and one confirming PING,
+        then one read of each topic's replay stream. A pending delayed unsubscribe is simply cancelled.
         """
         name = self._topic(app_id, channel)
         self._wanted.add(name)
-        self._to_unsubscribe.pop(name, None)
-        if name in self._active:
-            batch = self._written_batch  # written already; wait only if its confirmation is still due
-        else:
-            if not self._to_subscribe:
-                self._next_batch = asyncio.get_running_loop().create_future()
-                self._wake.set()
-            self._to_subscribe.add(name)
-            batch = self._next_batch
-        if self._conn is not None and batch is not None and not batch.done():
+        shard = self._owner(name)
+        if shard is None:
+            return  # no slot map yet: applied once the topology is known
+        self._assigned[name] = shard
+        batch = shard.add(name)
+        if shard.sub is not None and batch is not None and not batch.done():
             # shield: one caller giving up must not cancel the batch the others wait for
             await asyncio.shield(batch)
 
     def unsubscribe(self, app_id: str, channel: str) -> None:
-        """Stop wanting the topic; the UNSUBSCRIBE goes out after ``unsubscribe_delay`` unless re-wanted."""
+        """Stop wanting the topic; the unsubscribe goes out after ``unsubscribe_delay`` unless re-wanted."""
         name = self._topic(app_id, channel)
         if name in self._permanent:
             return
         self._wanted.discard(name)
-        self._to_subscribe.discard(name)
-        if name in self._active and name not in self._to_unsubscribe:
-            due = time.monotonic() + self._unsubscribe_delay
-            self._to_unsubscribe[name] = due
-            self._unsubscribe_queue.append((due, name))
-            if len(self._unsubscribe_queue) == 1:
-                self._wake.set()  # the flusher may be sleeping without a deadline
+        shard = self._assigned.get(name)
+        if shard is not None:
+            shard.remove(name, self._unsubscribe_delay)
 
     @property
     def healthy(self) -> bool:
-        """Subscribed on a live pub/sub connection and the last publish (or probe) went through."""
-        return self._conn is not None and self._command_ok and not self._closing
+        """At least one primary is reachable (on a cluster the slot map is known too) and not closing.
+
+        A cluster shard that is down (failover in progress) makes only its own channels' publishes fail;
+        every node shares that view, so taking nodes out of a load balancer would not help anyone.
+        """
+        if self._closing or not self._shards:
+            return False
+        if self.clustered and not self._owners:
+            return False
+        return any(shard.healthy for shard in self._shards.values())
 
     # extras beyond the Broker interface
 
     async def sync(self) -> None:
         """Wait until every subscribe and unsubscribe requested so far is in effect in Redis.
 
-        Delayed unsubscribes still pending count as not requested yet. Redis answers one connection's
-        commands in order, so once a PING sent after the pending SUBSCRIBEs returns they are all applied.
-        Raises BrokerUnavailable if Redis is not reachable within ``timeout``.
+        Delayed unsubscribes still pending count as not requested yet. Raises BrokerUnavailable if Redis
+        is not reachable within ``timeout``.
         """
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._ready.wait()
-                conn = self._conn
-                assert conn is not None
-                self._flush(conn)
-                await conn.request(b"PING")
-        except (TimeoutError, ConnectionClosed, RespError) as exc:
+            async with asyncio.timeout(self.timeout):
+                for shard in list(self._shards.values()):
+                    await shard.sync()
+        except (TimeoutError, OSError) as exc:
             raise BrokerUnavailable(f"Redis pub/sub not reachable: {exc!r}") from exc
+
+    @property
+    def primaries(self) -> list[str]:
+        """Addresses of the primaries this node holds connections to."""
+        return sorted(f"{s.target.host}:{s.target.port}" for s in self._shards.values() if s.target is not None)
+
+    # what shards call
+
+    def on_message(self, channel: bytes, payload: bytes) -> None:
+        """Every pushed message of every shard. Hot path: once per received message."""
+        stream_id, body = split_frame(payload)
+        if stream_id is not None:
+            held = self._syncing.get(channel)
+            if held is not None:
+                held.append((stream_id, body))
+                return
+            floor = self._floors.get(channel)
+            if floor is not None:
+                if stream_id <= floor:
+                    return  # delivered already (a resync read it from the stream first)
+                self._floors[channel] = stream_id
+            elif channel in self._wanted:  # not a late message of a topic already given up
+                self._floors[channel] = stream_id
+        elif channel in self._probes:
+            self._probes[channel].probe_received()
+            return
+        self._dispatch(channel, body)
+
+    def floor(self, topic: bytes) -> StreamId | None:
+        """The last stream id delivered on ``topic`` (None before its first resync)."""
+        return self._floors.get(topic)
+
+    def begin_sync(self, topic: bytes) -> None:
+        """Hold ``topic``'s live messages until ``end_sync``."""
+        self._syncing.setdefault(topic, [])
+
+    def end_sync(self, topic: bytes, reply: Any) -> None:
+        """Deliver what the stream read (``reply``) and the held live messages add, in order, once each."""
+        live = self._syncing.pop(topic, [])
+        if topic not in self._wanted:
+            return
+        floor = self._floors.get(topic)
+        stored = stream_entries(reply)
+        if floor is None:
+            # Just subscribed: the stream's entries predate the subscription, its newest is the floor.
+            bodies, newest = merge(None, (), live)
+            tip = stored[0][0] if stored else (0, 0)
+            self._floors[topic] = max(tip, newest) if newest is not None else tip
+        else:
+            bodies, newest = merge(floor, stored, live)
+            if newest is not None:
+                self._floors[topic] = newest
+            seen = {i for i, _ in live}
+            replayed = sum(1 for i, _ in stored if i > floor and i not in seen)
+            if replayed:
+                self.log.info("broker_replayed", channel=topic.decode("utf-8", "replace"), events=replayed)
+                if self.metrics is not None:
+                    self.metrics.broker_replayed.inc(replayed)
+        for body in bodies:
+            self._dispatch(topic, body)
+
+    def forget(self, topics: list[bytes]) -> None:
+        """Topics unsubscribed for good: drop their replay bookkeeping."""
+        for topic in topics:
+            if topic not in self._wanted:
+                self._floors.pop(topic, None)
+                self._syncing.pop(topic, None)
+                self._assigned.pop(topic, None)
+
+    def topology_changed(self) -> None:
+        """A shard saw a sign that slots moved: read the slot map again soon."""
+        self._refresh.set()
+
+    def shard_unreachable(self, shard: Shard) -> None:
+        """A shard's primary did not answer: on a cluster, a failover may be under way."""
+        if self.clustered:
+            self._refresh.set()
+
+    def shard_health_changed(self, shard: Shard) -> None:
+        """Keep the connection metrics true."""
+        if self.metrics is None:
+            return
+        self.metrics.broker_connected.set(1 if self.healthy else 0)
+        if shard.target is not None:
+            self.metrics.redis_primary_up.labels(f"{shard.target.host}:{shard.target.port}").set(
+                1 if shard.healthy else 0
+            )
+
+    def subscription_count_changed(self) -> None:
+        """A shard's subscription count changed."""
+        if self.metrics is not None:
+            self.metrics.broker_subscribed_channels.set(sum(s.subscribed_count for s in self._shards.values()))
 
     # internals
 
     def _topic(self, app_id: str, channel: str) -> bytes:
-        return f"{self._prefix}:{app_id}:{channel}".encode()
+        return topic_name(self._prefix, app_id, channel)
 
-    def _on_message(self, channel: bytes, payload: bytes) -> None:
-        # Hot path, once per received message: decode and hand over synchronously (fan-out measures the lag).
-        if channel == self._probe_channel:
-            self._probe_seen.set()
-            return
+    def _dispatch(self, channel: bytes, body: bytes) -> None:
         try:
-            envelope = Envelope.unpack(payload)
+            envelope = Envelope.unpack(body)
         except EnvelopeError as exc:
-            self._log.warning("broker_bad_envelope", channel=channel.decode("utf-8", "replace"), error=str(exc))
+            self.log.warning("broker_bad_envelope", channel=channel.decode("utf-8", "replace"), error=str(exc))
             return
         handler = self._handler
         if handler is None:
@@ -227,208 +328,132 @@ class RedisBroker(Broker):
         try:
             handler(envelope)
         except Exception:
-            self._log.exception("broker_handler_failed", app_id=envelope.app_id, channel=envelope.channel)
+            self.log.exception("broker_handler_failed", app_id=envelope.app_id, channel=envelope.channel)
 
-    def _on_count(self, count: int) -> None:
-        if self._metrics is not None:
-            self._metrics.broker_subscribed_channels.set(count)
+    async def _primary(self) -> RedisTarget:
+        return await discover_primary(self.topology, self.timeout)
 
-    def _send_batched(self, conn: RespProtocol, command: bytes, names: list[bytes]) -> None:
-        for i in range(0, len(names), BATCH):
-            conn.send(command, *names[i : i + BATCH])
+    def _owner(self, topic: bytes) -> Shard | None:
+        """The shard that serves ``topic``: the only one, or the owner of its slot on a cluster."""
+        if not self.clustered:
+            return next(iter(self._shards.values()), None)
+        if not self._starts:
+            return None
+        index = bisect.bisect_right(self._starts, key_slot(topic)) - 1
+        if index < 0 or self._owners[index] is _NO_SHARD:
+            return None
+        return self._owners[index]
 
-    def _flush(self, conn: RespProtocol) -> None:
-        """Write pending SUBSCRIBEs and due UNSUBSCRIBEs on ``conn`` (synchronous: nothing interleaves)."""
-        if self._to_subscribe:
-            names = list(self._to_subscribe)
-            self._to_subscribe.clear()
-            batch, self._next_batch = self._next_batch, None
-            self._send_batched(conn, b"SUBSCRIBE", names)
-            self._active.update(names)
-            # Redis answers in order: the PING's reply means every SUBSCRIBE before it is in effect.
-            confirmed = conn.send_request(b"PING")
-            if batch is not None:
-                confirmed.add_done_callback(lambda _: _resolve(batch))
-                self._written_batch = batch
-        queue = self._unsubscribe_queue
-        if queue and queue[0][0] <= time.monotonic():
-            now = time.monotonic()
-            due: list[bytes] = []
-            while queue and queue[0][0] <= now:
-                deadline, name = queue.popleft()
-                # Skip entries cancelled by a re-subscribe (or superseded by a later unsubscribe).
-                if self._to_unsubscribe.get(name) == deadline:
-                    del self._to_unsubscribe[name]
-                    due.append(name)
-            if due:
-                self._send_batched(conn, b"UNSUBSCRIBE", due)
-                self._active.difference_update(due)
+    def _assign(self, topic: bytes, shard: Shard) -> None:
+        self._assigned[topic] = shard
+        shard.add(topic)
 
-    async def _publish(self, name: bytes, payload: bytes) -> int:
-        """PUBLISH on the command connection within ``timeout``; the number of receivers Redis reports.
+    async def _publish(self, topic: bytes, payload: bytes, *, replay: bool) -> Any:
+        """Publish at the owner of the topic, following one MOVED (after a map refresh) or ASK redirect."""
+        for _ in range(3):
+            shard = self._owner(topic)
+            if shard is None:
+                raise BrokerUnavailable("the Redis Cluster's slot map is not known yet")
+            try:
+                return await shard.publish(topic, payload, replay=replay)
+            except Redirect as redirect:
+                if redirect.ask:
+                    target = self._shard_at(redirect.host, redirect.port)
+                    try:
+                        return await target.publish(topic, payload, replay=replay, asking=True)
+                    except Redirect:
+                        pass
+                await self._refresh_slots()
+        raise BrokerUnavailable("the channel's slot kept moving between Redis Cluster nodes")
 
-        The command is written at once, so concurrent publishes pipeline on the one connection without
-        waiting for each other's replies, and Redis applies them in the order they were made.
-        """
-        if self._closing:
-            raise BrokerUnavailable("Redis broker is closed")
-        conn = self._command
-        try:
-            async with asyncio.timeout(self._timeout):
-                if conn is None or not conn.is_open:
-                    conn = await self._command_connection()
-                receivers = await conn.send_request(b"PUBLISH", name, payload)
-        except _REDIS_ERRORS as exc:
-            self._command_ok = False
-            if isinstance(exc, TimeoutError) and conn is not None and conn is self._command:
-                conn.abort()  # no reply within the timeout: treat the connection as dead, reconnect next time
-            raise BrokerUnavailable(f"Redis did not accept the publish: {exc!r}") from exc
-        self._command_ok = True
-        return int(receivers)
+    def _shard_at(self, host: str, port: int) -> Shard:
+        """The shard of the primary at host:port, created (unsubscribed) if the map did not list it yet."""
+        shard = self._shards.get((host, port))
+        if shard is None:
+            shard = Shard(self, self.topology.at(host, port), self._primary)
+            self._shards[(host, port)] = shard
+            shard.start()
+        return shard
 
-    async def _command_connection(self) -> RespProtocol:
-        """The open command connection, connecting first if needed (one attempt at a time)."""
-        async with self._command_lock:
-            conn = self._command
-            if conn is None or not conn.is_open:
-                conn = await self._open(None, "hub-pub")
-                self._command = conn
-            return conn
-
-    async def _open(self, on_message: MessageCallback | None, role: str) -> RespProtocol:
-        """Connect, authenticate and name a raw connection (CLIENT LIST shows which node holds it)."""
-        on_count = self._on_count if on_message is not None else None
-        _, conn = await open_connection(
-            self._target, lambda: RespProtocol(on_message, on_count), connect_timeout=self._timeout
-        )
-        try:
-            async with asyncio.timeout(self._timeout):
-                if self._target.password is not None:
-                    auth = [self._target.username.encode()] if self._target.username else []
-                    await conn.request(b"AUTH", *auth, self._target.password.encode())
-                await conn.request(b"CLIENT", b"SETNAME", _client_name(role, self.node_id).encode())
-        except BaseException:
-            conn.abort()
-            raise
-        return conn
-
-    async def _run_flusher(self) -> None:
-        """Apply (un)subscribe requests in batches whenever woken or an unsubscribe falls due."""
+    async def _run_topology(self) -> None:
+        """Cluster only: keep the slot map current and the topics on the shards that serve them."""
         while True:
-            timeout: float | None = None
-            if self._conn is not None and self._unsubscribe_queue:
-                timeout = max(0.0, self._unsubscribe_queue[0][0] - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            self._wake.clear()
-            conn = self._conn
-            if conn is not None:
-                # On ConnectionClosed the connection task notices the loss and resubscribes everything on reconnect.
-                with contextlib.suppress(ConnectionClosed):
-                    self._flush(conn)
+                async with asyncio.timeout(TOPOLOGY_REFRESH_SECONDS):
+                    await self._refresh.wait()
+            await self._refresh_slots()
+            await asyncio.sleep(0.05)  # let a burst of reasons collapse into one refresh
 
-    async def _connect(self) -> RespProtocol:
-        """Open the pub/sub connection and subscribe every wanted topic; return once Redis confirmed it all."""
-        conn = await self._open(self._on_message, "hub-sub")
+    async def _refresh_slots(self) -> None:
+        self._refresh.clear()
+        known = [s.target for s in self._shards.values() if s.target is not None and s.healthy]
         try:
-            async with asyncio.timeout(self._timeout):
-                # A fresh connection holds no subscriptions: everything wanted is subscribed again, and
-                # delayed unsubscribes pending on the old connection have nothing left to undo.
-                self._to_subscribe.clear()
-                # Nobody waits on these: subscribe() returns at once while disconnected.
-                self._next_batch = self._written_batch = None
-                self._to_unsubscribe.clear()
-                self._unsubscribe_queue.clear()
-                self._active = set(self._wanted)
-                self._send_batched(conn, b"SUBSCRIBE", list(self._active))
-                await conn.request(b"PING")
-        except BaseException:
-            conn.abort()
-            raise
-        return conn
+            ranges = await cluster_slots(self.topology, self.timeout, known)
+        except ConnectionError as exc:
+            self.log.warning("broker_topology_unknown", error=str(exc))
+            return
+        if self.metrics is not None:
+            self.metrics.redis_topology_refreshes.inc()
+        self._apply(ranges)
 
-    async def _run_connection(self) -> None:
-        """Keep one subscribed pub/sub connection: reconnect with capped exponential backoff after a loss.
-
-        A connection that is lost soon after it was made does not reset the backoff, so a server that
-        accepts and then drops connections is not hammered.
-        """
-        backoff = INITIAL_BACKOFF
-        connected_before = False
-        while True:
-            try:
-                conn = await self._connect()
-            except (*_REDIS_ERRORS, ConnectionClosed) as exc:
-                delay = backoff * random.uniform(0.5, 1.0)  # jitter: nodes must not reconnect in lockstep
-                self._log.warning("broker_connect_failed", error=repr(exc), retry_in=round(delay, 3))
-                await asyncio.sleep(delay)
-                backoff = min(backoff * 2, self._max_backoff)
+    def _apply(self, ranges: list[SlotRange]) -> None:
+        """Adopt a slot map: open shards of new primaries, move topics whose owner changed, close idle shards."""
+        starts: list[int] = []
+        owners: list[Shard] = []
+        for i, r in enumerate(ranges):
+            starts.append(r.start)
+            owners.append(self._shard_at(r.primary.host, r.primary.port))
+            following = ranges[i + 1].start if i + 1 < len(ranges) else SLOTS
+            if r.end + 1 < following:
+                # A gap in the map (slots nobody serves): route them nowhere rather than to this range's owner.
+                starts.append(r.end + 1)
+                owners.append(_NO_SHARD)
+        changed = (starts, owners) != (self._starts, self._owners)
+        self._starts, self._owners = starts, owners
+        if changed:
+            self.log.info("broker_topology", primaries=sorted({s.label for s in owners if s is not _NO_SHARD}))
+        moved: dict[Shard, list[bytes]] = {}
+        for topic in self._wanted:
+            owner = self._owner(topic)
+            current = self._assigned.get(topic)
+            if owner is current or owner is None:
                 continue
-            connected_at = time.monotonic()
-            self._conn = conn
-            self._ready.set()
-            self._wake.set()  # flush what was requested while connecting
-            if self._metrics is not None:
-                self._metrics.broker_connected.set(1)
-                if connected_before:
-                    self._metrics.broker_reconnects.inc()
-            self._log.info("broker_reconnected" if connected_before else "broker_connected", channels=len(self._active))
-            connected_before = True
-            await conn.closed
-            self._set_disconnected()
-            self._log.warning("broker_connection_lost", channels=len(self._wanted))
-            if time.monotonic() - connected_at < STABLE_CONNECTION:
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, self._max_backoff)
-            else:
-                backoff = INITIAL_BACKOFF
+            if current is not None:
+                moved.setdefault(current, []).append(topic)
+            self._assign(topic, owner)
+        for shard, topics in moved.items():
+            shard.release(topics)
+        serving = {owner for owner in owners if owner is not _NO_SHARD}
+        for key, shard in list(self._shards.items()):
+            if shard not in serving and not shard.topics:
+                del self._shards[key]
+                self._probes.pop(shard.probe_topic, None)
+                closing = asyncio.ensure_future(shard.close())
+                self._background.add(closing)
+                closing.add_done_callback(self._background.discard)
+        for shard in self._shards.values():
+            self._place_probe(shard)
+            shard.resubscribe_missing()
+        self._mapped.set()
 
-    def _set_disconnected(self) -> None:
-        self._conn = None
-        self._ready.clear()
-        # Waiting subscribers return: their wish is in _wanted and is applied on reconnect.
-        for batch in (self._next_batch, self._written_batch):
-            if batch is not None:
-                _resolve(batch)
-        if self._metrics is not None:
-            self._metrics.broker_connected.set(0)
-
-    async def _run_probe(self) -> None:
-        """Every ``probe_interval`` publish on our probe channel and expect it back; else force a reconnect.
-
-        Catches a subscription that is dead without the TCP connection saying so (e.g. after a failover
-        the connection may hang on to a server that no longer receives publishes).
-        """
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            conn = self._conn
-            if conn is None:
-                continue
-            self._probe_seen.clear()
-            try:
-                receivers = await self._publish(self._probe_channel, b"probe")
-            except BrokerUnavailable as exc:
-                self._log.warning("broker_probe_publish_failed", error=str(exc))
-                continue
-            if receivers == 0:
-                self._log.warning("broker_probe_unsubscribed", hint="Redis lost our subscription; reconnecting")
-                conn.abort()
-                continue
-            try:
-                async with asyncio.timeout(self._probe_timeout):
-                    await self._probe_seen.wait()
-            except TimeoutError:
-                if conn is self._conn:
-                    self._log.warning("broker_probe_timeout", timeout=self._probe_timeout, hint="reconnecting")
-                    conn.abort()
+    def _place_probe(self, shard: Shard) -> None:
+        """Give a cluster shard a probe topic in one of its own slots (the first k whose slot it serves)."""
+        if shard.probe_topic and self._owner(shard.probe_topic) is shard:
+            return
+        self._probes.pop(shard.probe_topic, None)
+        for k in range(4 * SLOTS):
+            topic = f"{{{self._prefix}:#probe:{self.node_id}:{k}}}".encode()
+            if self._owner(topic) is shard:
+                self._probes[topic] = shard
+                shard.set_probe(topic)
+                return
+        shard.set_probe(b"")
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class _Unserved:
+    """Marks slots no primary serves in the slot map."""
+
+    label = "-"
 
 
-def _client_name(role: str, node_id: str) -> str:
-    """A CLIENT SETNAME value (no spaces allowed) that shows in CLIENT LIST which node holds a connection."""
-    return f"{role}-" + "".join(c if c.isalnum() or c in "-_.:" else "_" for c in node_id)
+_NO_SHARD: Any = _Unserved()

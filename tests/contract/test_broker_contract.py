@@ -74,7 +74,8 @@ async def test_control_messages_of_its_apps_are_delivered_without_subscribing(br
     await broker.publish(control("alice"))
     await broker.publish(control("bob", app_id=OTHER_APP))
     await eventually(lambda: len(inbox.received) == 2)
-    assert [(e.kind, e.app_id, e.user_id) for e in inbox.received] == [
+    # Order is kept per topic, not across the two apps' topics.
+    assert sorted((e.kind, e.app_id, e.user_id) for e in inbox.received) == [
         (Kind.TERMINATE_USER, APP, "alice"),
         (Kind.TERMINATE_USER, OTHER_APP, "bob"),
     ]
@@ -178,7 +179,9 @@ async def test_concurrent_subscribes_share_one_subscribe_command(
     before = await command_calls(redis_client)
     await asyncio.gather(*(broker.subscribe(APP, f"batch-{i}") for i in range(100)))
     after = await command_calls(redis_client)
-    assert calls_between(before, after) == {"subscribe": 1, "ping": 1}
+    # One SUBSCRIBE and its confirming PING; then each topic's replay floor is read (pipelined) and a
+    # PING on the pub/sub connection marks every message published before those reads as arrived.
+    assert calls_between(before, after) == {"subscribe": 1, "ping": 2, "xrevrange": 100}
 
 
 async def test_quick_leave_and_rejoin_costs_no_redis_command(
@@ -210,7 +213,7 @@ async def test_unsubscribes_falling_due_together_share_one_command(
     assert set(numsub.values()) == {0}
 
 
-async def test_one_published_event_costs_one_redis_command(
+async def test_one_published_event_costs_one_redis_round_trip(
     redis_brokers: BrokerCluster, redis_client: aioredis.Redis
 ) -> None:
     """Measured figure for the scale-out issue: Redis commands per published event (printed with -s)."""
@@ -226,7 +229,8 @@ async def test_one_published_event_costs_one_redis_command(
     after = await command_calls(redis_client)
     delta = calls_between(before, after)
     print(f"\nRedis commands for {events} events published to 3 subscribed nodes: {delta}")
-    assert delta == {"publish": events}
+    # One EVALSHA per event: the script appends to the replay stream, refreshes its TTL and publishes.
+    assert delta == {"evalsha": events, "xadd": events, "pexpire": events, "publish": events}
 
 
 async def test_malformed_payloads_are_dropped_and_delivery_continues(

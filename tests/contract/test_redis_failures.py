@@ -51,7 +51,17 @@ def fast_broker(url: str, node_id: str, metrics: Metrics | None = None, **overri
     options: dict[str, float] = {"timeout": TIMEOUT, "unsubscribe_delay": 0.1, "probe_interval": 0.2}
     options["probe_timeout"] = 0.3
     options.update(overrides)
-    return RedisBroker(url, PREFIX, node_id, metrics, **options)
+    return RedisBroker(
+        url,
+        PREFIX,
+        node_id,
+        metrics,
+        timeout=options["timeout"],
+        unsubscribe_delay=options["unsubscribe_delay"],
+        probe_interval=options["probe_interval"],
+        probe_timeout=options["probe_timeout"],
+        max_backoff=options.get("max_backoff", 2.0),
+    )
 
 
 async def broker_pair(server: RedisServer, started: list[Any], metrics: Metrics | None = None) -> tuple[Any, ...]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hub.broker.redis_resp import ConnectionClosed, RespError, RespProtocol, encode_command, parse_value
+from hub.redis_resp import ConnectionClosed, RespError, RespProtocol, encode_command, parse_value
 
 
 class FakeTransport(asyncio.Transport):
@@ -58,7 +58,7 @@ async def feed(chunks: list[bytes]) -> tuple[list[tuple[bytes, bytes]], list[int
     """Run chunks through a protocol with two requests outstanding; return messages, counts and replies."""
     messages: list[tuple[bytes, bytes]] = []
     counts: list[int] = []
-    protocol = RespProtocol(lambda c, p: messages.append((c, p)), counts.append)
+    protocol = RespProtocol(lambda c, p: messages.append((c, p)), lambda kind, channel, n: counts.append(n))
     protocol.connection_made(FakeTransport())
     ping = protocol.send_request(b"PING")
     auth = protocol.send_request(b"AUTH", b"pw")

@@ -25,13 +25,27 @@ from typing import Any
 MessageCallback = Callable[[bytes, bytes], None]
 """Called with (channel, payload) for every message pushed on a subscribed channel."""
 
-CountCallback = Callable[[int], None]
-"""Called with the connection's subscribed-channel count after each (un)subscribe confirmation."""
+SubscriptionCallback = Callable[[bytes, bytes, int], None]
+"""Called with (kind, channel, subscribed count) for each (un)subscribe confirmation or server-pushed
+``sunsubscribe`` (Redis Cluster sends one when the channel's slot moved to another node)."""
+
+ErrorCallback = Callable[["RespError"], None]
+"""Called with an error reply nobody waits for (a refused SUBSCRIBE, a ``MOVED`` for an SSUBSCRIBE)."""
 
 _CRLF = b"\r\n"
 _MESSAGE_HEAD = b"*3\r\n$7\r\nmessage\r\n"
 _MESSAGE_HEAD_LEN = len(_MESSAGE_HEAD)
-_SUBSCRIPTION_KINDS = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe")
+_SMESSAGE_HEAD = b"*3\r\n$8\r\nsmessage\r\n"  # sharded pub/sub (Redis Cluster): same shape, other name
+_SMESSAGE_HEAD_LEN = len(_SMESSAGE_HEAD)
+_SUBSCRIPTION_KINDS = (
+    b"subscribe",
+    b"unsubscribe",
+    b"psubscribe",
+    b"punsubscribe",
+    b"ssubscribe",
+    b"sunsubscribe",
+)
+_MESSAGE_KINDS = (b"message", b"smessage")
 
 
 def _ignore(channel: bytes, payload: bytes) -> None:
@@ -99,9 +113,15 @@ def parse_value(buf: bytes, pos: int) -> tuple[Any, int] | None:
 class RespProtocol(asyncio.Protocol):
     """asyncio protocol for one Redis connection; see the module docstring for why it parses RESP itself."""
 
-    def __init__(self, on_message: MessageCallback | None = None, on_count: CountCallback | None = None) -> None:
+    def __init__(
+        self,
+        on_message: MessageCallback | None = None,
+        on_subscription: SubscriptionCallback | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
         self._on_message = on_message or _ignore
-        self._on_count = on_count
+        self._on_subscription = on_subscription
+        self._on_error = on_error
         self._transport: asyncio.Transport | None = None
         self._waiters: deque[asyncio.Future[Any]] = deque()
         # Bytes of an incomplete value, kept as chunks and joined once ``_need`` bytes are there, so a large
@@ -154,9 +174,12 @@ class RespProtocol(asyncio.Protocol):
         size = len(buf)
         pos = 0
         while pos < size:
-            if buf.startswith(_MESSAGE_HEAD, pos):
+            head = _MESSAGE_HEAD_LEN if buf.startswith(_MESSAGE_HEAD, pos) else 0
+            if not head and buf.startswith(_SMESSAGE_HEAD, pos):
+                head = _SMESSAGE_HEAD_LEN
+            if head:
                 # Fast path for pushed messages: two length-prefixed bulk strings after a fixed head.
-                at = pos + _MESSAGE_HEAD_LEN
+                at = pos + head
                 end = find(_CRLF, at)
                 if end < 0:
                     return pos, 0
@@ -182,11 +205,11 @@ class RespProtocol(asyncio.Protocol):
 
     def _dispatch(self, value: Any) -> None:
         """Route a value that is not a fast-path message: subscription confirmations, then replies."""
-        if isinstance(value, list) and value and value[0] in _SUBSCRIPTION_KINDS:
-            if self._on_count is not None and isinstance(value[-1], int):
-                self._on_count(value[-1])
+        if isinstance(value, list) and len(value) == 3 and value[0] in _SUBSCRIPTION_KINDS:
+            if self._on_subscription is not None and isinstance(value[2], int):
+                self._on_subscription(value[0], value[1] or b"", value[2])
             return
-        if isinstance(value, list) and len(value) == 3 and value[0] == b"message":
+        if isinstance(value, list) and len(value) == 3 and value[0] in _MESSAGE_KINDS:
             self._on_message(value[1], value[2])  # only reached if the fast path's head did not match byte-wise
             return
         while self._waiters:
@@ -199,6 +222,9 @@ class RespProtocol(asyncio.Protocol):
                 waiter.set_result(value)
             return
         if isinstance(value, RespError):
+            if self._on_error is not None:
+                self._on_error(value)
+                return
             # An error nobody waits for (e.g. a refused SUBSCRIBE): the subscription state is now unknown.
             self._fail(ConnectionClosed(f"Redis refused a command nobody waits for: {value}"))
 
@@ -217,7 +243,7 @@ class RespProtocol(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing()
 
     def send(self, *args: bytes) -> None:
-        """Write a command whose replies are pushes (SUBSCRIBE, UNSUBSCRIBE); never waits."""
+        """Write a command whose replies are pushes ((S)SUBSCRIBE, (S)UNSUBSCRIBE); never waits."""
         if self._transport is None:
             raise ConnectionClosed("Redis connection is closed")
         self._transport.write(encode_command(*args))
