@@ -68,7 +68,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("activity_timeout", int, 120, "Seconds of silence after which a client pings (sent in the handshake)."),
     Option("pong_timeout", float, 30.0, "Seconds to wait for any frame after a server ping before closing 4201."),
     Option("max_send_buffer_kb", int, 1024, "Send buffer past which a socket is a slow consumer (closed 4100)."),
-    Option("max_message_kb", int, 256, "Largest WebSocket frame a client may send."),
+    Option("max_message_kb", int, 256, "Largest WebSocket message a client may send (closed 1009 beyond)."),
+    Option(
+        "compression",
+        str,
+        "on",
+        "permessage-deflate for clients that offer it, compressed once per message: on or off.",
+    ),
+    Option("compression_min_bytes", int, 256, "Messages shorter than this go uncompressed even when deflate is on."),
     Option("node_timeout", float, 15.0, "Seconds without a heartbeat after which a node's sockets are reaped."),
     Option("cache_ttl", int, 1800, "Seconds a cache channel keeps its last event."),
     Option("log_format", str, "auto", "json, console, or auto (console on a terminal, JSON otherwise)."),
@@ -103,6 +110,8 @@ class Settings:
     pong_timeout: float
     max_send_buffer_kb: int
     max_message_kb: int
+    compression: str
+    compression_min_bytes: int
     node_timeout: float
     cache_ttl: int
     log_format: str
@@ -166,6 +175,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError(f"hub {role.value} needs --redis-url (or HUB_REDIS_URL)")
     if args["log_format"] not in ("auto", "json", "console"):
         raise ConfigError(f"log format must be auto, json or console, not {args['log_format']!r}")
+    if args["compression"] not in ("on", "off"):
+        raise ConfigError(f"compression must be on or off, not {args['compression']!r}")
+    if args["compression_min_bytes"] < 0:
+        raise ConfigError("compression min bytes must not be negative")
     if args["activity_timeout"] <= 0:
         raise ConfigError("activity timeout must be positive")
     if not args["tls_cert"] and (args["tls_key"] or args["tls_ca"]):

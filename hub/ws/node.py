@@ -1,13 +1,19 @@
-"""The WebSocket node: accepts ``/app/{key}``, runs each socket's read loop and its cleanup."""
+"""The WebSocket node: accepts ``/app/{key}``, handles each socket's messages in order, and its cleanup.
+
+A socket has a task only while it has work (admission, a message being handled, cleanup): an idle
+socket is a ``Connection`` and its transport, nothing more (guarded by the idle benchmark).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import hdrs, web
+from prometheus_client import Counter
 
 from hub.apps import App, AppRegistry
 from hub.broker.envelope import Envelope, Kind
@@ -20,14 +26,21 @@ from hub.state.base import NodeSnapshot, StateUnavailable
 from hub.ws import client_events, subscriptions
 from hub.ws.connection import Connection
 from hub.ws.context import NodeContext
+from hub.ws.deflate import Deflater
 from hub.ws.fanout import Fanout
+from hub.ws.frame_parser import ProtocolViolation
+from hub.ws.frames import close_frame, text_frame
+from hub.ws.handshake import HandshakeError, accept
 from hub.ws.signin import signin, signout
+from hub.ws.upgrade import Detached, Refused, take_over
 from hub.ws.watchlist import Watchlists
 
 log = structlog.get_logger("hub.ws")
 
 SUPPORTED_PROTOCOLS = range(5, 8)
 Handler = Callable[[Connection, ClientMessage], Awaitable[None]]
+# A client's queued messages beyond this stop its reads until the queue is back down.
+INBOX_PAUSE, INBOX_RESUME = 64, 16
 
 
 class WsNode:
@@ -38,7 +51,9 @@ class WsNode:
         self.apps = apps
         self.connections: dict[str, Connection] = {}
         self.draining = False
-        self.fanout = Fanout(ctx.local, ctx.metrics)
+        settings = ctx.settings
+        self._deflater = Deflater(settings.compression_min_bytes) if settings.compression == "on" else None
+        self.fanout = Fanout(ctx.local, ctx.metrics, self._deflater)
         self.watchlists = Watchlists(ctx)
         self._handlers: dict[str, Handler] = {
             "pusher:ping": self._on_ping,
@@ -47,7 +62,9 @@ class WsNode:
             "pusher:unsubscribe": self._on_unsubscribe,
             "pusher:signin": self._on_signin,
         }
-        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sent: dict[str, tuple[Counter, Counter]] = {}
+        self._received: dict[str, tuple[Counter, Counter]] = {}
         self._all_closed = asyncio.Event()
 
     # -- broker side -------------------------------------------------------------------------
@@ -88,73 +105,149 @@ class WsNode:
         return app, None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The ``/app/{key}`` WebSocket endpoint."""
+        """The ``/app/{key}`` WebSocket endpoint: answer the handshake, then hand the socket to a Connection."""
         settings = self.ctx.settings
         if self.draining:
             # Refuse the upgrade itself: a load balancer retries a 503 on another node, whereas an accepted
             # socket closed with 4200 makes pusher-js reconnect at once, often to this same node.
             self.ctx.metrics.connection_errors.labels("503").inc()
             return web.json_response({"error": "Server is shutting down; reconnect shortly.", "code": 503}, status=503)
-        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=settings.max_message_kb * 1024)
-        await ws.prepare(request)
-        transport = request.transport
-        if transport is None:
-            return ws
+        headers = request.headers
+        try:
+            handshake = accept(
+                headers.get(hdrs.UPGRADE),
+                headers.get(hdrs.CONNECTION),
+                headers.get(hdrs.SEC_WEBSOCKET_VERSION),
+                headers.get(hdrs.SEC_WEBSOCKET_KEY),
+                headers.getall(hdrs.SEC_WEBSOCKET_EXTENSIONS, ()),
+                compression=self._deflater is not None,
+            )
+        except HandshakeError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        if request.transport is None:
+            return Detached()
         app, refusal = self._refusal(request)
-        if refusal is None and app is not None:
-            try:
-                admitted = await self.ctx.state.add_connection(app.id, app.max_connections)
-            except StateUnavailable:
-                admitted = True  # counted by resync once the store is back
-            if not admitted:
-                refusal = PusherError(CloseCode.OVER_CONNECTION_QUOTA, "The app is over its connection quota.", True)
         if refusal is not None or app is None:
             assert refusal is not None
-            self.ctx.metrics.connection_errors.labels(str(refusal.code)).inc()
-            await ws.send_str(messages.error_frame(refusal))
-            await ws.close(code=refusal.code, message=refusal.message.encode()[:120])
-            return ws
+            self._refuse(request, handshake.response, refusal)
+            return Detached()
         conn = Connection(
             new_socket_id(),
             app,
-            ws,
-            transport,
-            settings.max_send_buffer_kb * 1024,
-            self._on_slow,
-            (self.ctx.metrics.ws_messages_sent.labels(app.id), self.ctx.metrics.ws_sent_bytes.labels(app.id)),
+            request.transport,
+            self,
+            send_limit=settings.max_send_buffer_kb * 1024,
+            max_message=settings.max_message_kb * 1024,
+            deflater=self._deflater if handshake.deflate else None,
+            sent=self._sent_counters(app.id),
         )
+        take_over(request, conn, handshake.response)
+        # Admission (the connection quota) is the first job of the socket's task; frames that arrive
+        # meanwhile wait in its inbox.
+        conn.inbox = []
+        self._spawn(self._run(conn))
+        return Detached()
+
+    def _refuse(self, request: web.Request, response_head: bytes, refusal: PusherError) -> None:
+        self.ctx.metrics.connection_errors.labels(str(refusal.code)).inc()
+        frames = text_frame(messages.error_frame(refusal).encode()) + close_frame(refusal.code, refusal.message[:120])
+        refused = Refused()
+        refused.start(take_over(request, refused, response_head), frames)
+
+    def _sent_counters(self, app_id: str) -> tuple[Counter, Counter]:
+        counters = self._sent.get(app_id)
+        if counters is None:
+            metrics = self.ctx.metrics
+            counters = self._sent[app_id] = (
+                metrics.ws_messages_sent.labels(app_id),
+                metrics.ws_sent_bytes.labels(app_id),
+            )
+        return counters
+
+    def _received_counters(self, app_id: str) -> tuple[Counter, Counter]:
+        counters = self._received.get(app_id)
+        if counters is None:
+            metrics = self.ctx.metrics
+            counters = self._received[app_id] = (
+                metrics.ws_messages_received.labels(app_id),
+                metrics.ws_received_bytes.labels(app_id),
+            )
+        return counters
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, conn: Connection) -> bool:
+        """The connection quota, then ``connection_established``; False when the socket was refused."""
+        app = conn.app
+        try:
+            admitted = await self.ctx.state.add_connection(app.id, app.max_connections)
+        except StateUnavailable:
+            admitted = True  # counted by resync once the store is back
+        if not admitted:
+            refusal = PusherError(CloseCode.OVER_CONNECTION_QUOTA, "The app is over its connection quota.", True)
+            self.ctx.metrics.connection_errors.labels(str(refusal.code)).inc()
+            conn.begin_close(refusal.code, refusal.message)
+            return False
+        conn.admitted = True
         self.connections[conn.socket_id] = conn
         self._all_closed.clear()
         metrics = self.ctx.metrics
         metrics.connections.labels(app.id).inc()
         metrics.new_connections.labels(app.id).inc()
-        conn.send(messages.connection_established(conn.socket_id, settings.activity_timeout))
-        reason = "client"
-        try:
-            reason = await self._read_loop(conn)
-        finally:
-            # A close the server decided (slow consumer, drain, pong timeout...) names its own reason.
-            await self._cleanup(conn, conn.close_reason or reason)
-        return ws
+        conn.send(messages.connection_established(conn.socket_id, self.ctx.settings.activity_timeout))
+        return True
 
-    async def _read_loop(self, conn: Connection) -> str:
-        ws = conn.ws
-        received = self.ctx.metrics.ws_messages_received.labels(conn.app.id)
-        received_bytes = self.ctx.metrics.ws_received_bytes.labels(conn.app.id)
-        async for msg in ws:
-            conn.seen()
-            if msg.type is WSMsgType.TEXT:
-                received.inc()
-                received_bytes.inc(len(msg.data))
-                await self._on_text(conn, msg.data)
-            elif msg.type is WSMsgType.PING:
-                await ws.pong(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                conn.send_error(PusherError(CloseCode.RECONNECT, "Binary frames are not supported."))
-            elif msg.type is WSMsgType.ERROR:
-                log.info("socket_error", error=str(ws.exception()), **conn.describe())
-                return "error"
-        return "client"
+    async def _run(self, conn: Connection) -> None:
+        """The socket's task while it has work: admission, queued messages in order, cleanup once lost."""
+        try:
+            if not conn.admitted and not await self._admit(conn):
+                return
+            inbox = conn.inbox
+            while inbox:
+                text = inbox.pop(0)
+                if len(inbox) == INBOX_RESUME and not conn.lost:
+                    conn.transport.resume_reading()
+                await self._on_text(conn, text)
+        finally:
+            conn.inbox = None
+            if conn.lost and conn.admitted:
+                conn.admitted = False
+                # A close the server decided (slow consumer, drain, pong timeout...) names its own reason.
+                await self._cleanup(conn, conn.close_reason or "client")
+
+    # -- SocketEvents: what a Connection reports ------------------------------------------------
+
+    def on_text(self, conn: Connection, text: str) -> None:
+        """Queue the message for the socket's task (started here when none runs)."""
+        received, received_bytes = self._received_counters(conn.app.id)
+        received.inc()
+        received_bytes.inc(len(text))
+        inbox = conn.inbox
+        if inbox is None:
+            conn.inbox = [text]
+            self._spawn(self._run(conn))
+            return
+        inbox.append(text)
+        if len(inbox) == INBOX_PAUSE:
+            # A client sending faster than its messages are handled waits in the kernel, not in our memory.
+            conn.transport.pause_reading()
+
+    def on_binary(self, conn: Connection) -> None:
+        """Pusher has no binary messages: say so and keep the socket."""
+        conn.send_error(PusherError(CloseCode.RECONNECT, "Binary frames are not supported."))
+
+    def on_violation(self, conn: Connection, violation: ProtocolViolation) -> None:
+        """Log a client that broke RFC 6455; the connection fails itself."""
+        log.info("socket_error", error=violation.reason, code=violation.code, **conn.describe())
+
+    def on_lost(self, conn: Connection) -> None:
+        """Undo the socket's subscriptions, in its task if one runs, else in a new one."""
+        if conn.inbox is None and conn.admitted:
+            conn.inbox = []
+            self._spawn(self._run(conn))
 
     async def _on_text(self, conn: Connection, raw: str) -> None:
         try:
@@ -211,7 +304,8 @@ class WsNode:
         except StateUnavailable:
             log.warning("state_unavailable", op="remove_connection", **conn.describe())
 
-    def _on_slow(self, conn: Connection) -> None:
+    def on_slow(self, conn: Connection) -> None:
+        """A slow consumer: close it (4100) without waiting for it."""
         # A close already decided (its task has not run yet) must not be counted or scheduled twice.
         if conn.closing or conn.close_reason is not None:
             return
@@ -221,12 +315,10 @@ class WsNode:
         self.close_soon(conn, CloseCode.OVER_CAPACITY, "Slow consumer: too many unsent messages.", "slow_consumer")
 
     def close_soon(self, conn: Connection, code: int, message: str, reason: str) -> None:
-        """Close a socket from outside its read loop (fan-out, control messages, sweeps, drain)."""
+        """Close a socket from outside its handlers (fan-out, control messages, sweeps, drain)."""
         announce = reason != "slow_consumer"
         conn.close_reason = conn.close_reason or reason
-        task = asyncio.get_running_loop().create_task(conn.close(code, message, announce=announce))
-        self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
+        conn.begin_close(code, message, announce=announce)
 
     # -- whole-node operations -----------------------------------------------------------------
 
@@ -264,7 +356,7 @@ class WsNode:
         if self.connections:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_closed.wait(), timeout=5.0)
-        if self._closing_tasks:
+        if self._tasks:
             with contextlib.suppress(Exception):
-                await asyncio.wait(set(self._closing_tasks), timeout=2.0)
+                await asyncio.wait(set(self._tasks), timeout=2.0)
         log.info("drain_finished", left=len(self.connections))
