@@ -1,10 +1,19 @@
 """The webhook queue in Redis, so queued webhooks survive the restart of the node that queued them.
 
-``{p}:webhooks:due`` is a sorted set of job ids scored by when they are due; ``{p}:webhooks:jobs``
-maps id to the packed job; ``{p}:webhooks:created`` scores ids by creation time for the age metric;
-``{p}:webhooks:urls`` maps id to its URL and ``{p}:webhooks:leased`` holds the ids being delivered.
-``{p}:webhooks:held`` holds the ids of held jobs not leased yet (score 0, so ``cancel`` finds a hold's
-ids by their prefix with ZRANGEBYLEX); leasing a job takes it out.
+Every key carries the hash tag ``{<prefix>:webhooks}``, so the queue lives in one slot and each operation
+is one atomic script on a single Redis, under Sentinel and on Redis Cluster alike (webhook traffic is small
+next to pub/sub, so one shard holding it all is the price of atomic leases):
+
+| key | type | holds |
+|---|---|---|
+| ``{p:webhooks}:due`` | zset | job id -> when it is due (a leased job: when its lease runs out) |
+| ``{p:webhooks}:jobs`` | hash | job id -> packed job |
+| ``{p:webhooks}:created`` | zset | job id -> creation time, for the age metric |
+| ``{p:webhooks}:urls`` | hash | job id -> URL, for ``expedite`` |
+| ``{p:webhooks}:leased`` | set | ids being delivered |
+| ``{p:webhooks}:held`` | zset | ids of held jobs not leased yet (score 0: ``cancel`` finds a hold's ids by
+their prefix with ZRANGEBYLEX); leasing a job takes it out |
+
 Leasing moves a due job's score into the future in the same script that reads it, so two workers
 never take the same job, and a worker that dies only delays it by the lease.
 """
@@ -13,11 +22,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from hub.state.redis_scripts import RedisClient, ScriptRunner
 from hub.webhooks.queue import HOLD_SEPARATOR, QueueStats, WebhookJob, WebhookQueue
 
+# KEYS: due, jobs, created, urls, held. ARGV: id, packed job, url, due, created, 1 if held.
+_PUSH = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[5], 0, ARGV[1])
+end
+return 1
+"""
+# KEYS: due, jobs, leased, held. ARGV: now, limit, lease end.
 _LEASE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
@@ -34,6 +55,23 @@ for _, id in ipairs(ids) do
 end
 return out
 """
+# KEYS: due, created, jobs, urls, leased. ARGV: id.
+_ACK = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+return 1
+"""
+# KEYS: due, jobs, leased. ARGV: id, packed job, due.
+_RETRY = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+# KEYS: due, urls, leased. ARGV: url, now.
 _EXPEDITE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')
 local n = 0
@@ -45,7 +83,7 @@ for _, id in ipairs(ids) do
 end
 return n
 """
-
+# KEYS: held, due, jobs, created, urls, leased. ARGV: the hold's id range for ZRANGEBYLEX.
 _CANCEL = """
 local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2])
 local n = 0
@@ -67,81 +105,62 @@ class WebhookQueueUnavailable(Exception):
 
 
 class RedisWebhookQueue(WebhookQueue):
-    """WebhookQueue over a redis-py asyncio client."""
+    """WebhookQueue over a redis-py asyncio client (``Redis`` or ``RedisCluster``)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._redis = client
-        self._due = f"{prefix}:webhooks:due"
-        self._jobs = f"{prefix}:webhooks:jobs"
-        self._created = f"{prefix}:webhooks:created"
-        self._urls = f"{prefix}:webhooks:urls"
-        self._leased = f"{prefix}:webhooks:leased"
-        self._held = f"{prefix}:webhooks:held"
-        self._lease = client.register_script(_LEASE)
-        self._expedite = client.register_script(_EXPEDITE)
-        self._cancel = client.register_script(_CANCEL)
+        tag = "{" + prefix + ":webhooks}"
+        self._due = f"{tag}:due"
+        self._jobs = f"{tag}:jobs"
+        self._created = f"{tag}:created"
+        self._urls = f"{tag}:urls"
+        self._leased = f"{tag}:leased"
+        self._held = f"{tag}:held"
+        scripts = ScriptRunner(client)
+        self._push = scripts.script(_PUSH)
+        self._lease = scripts.script(_LEASE)
+        self._ack = scripts.script(_ACK)
+        self._retry = scripts.script(_RETRY)
+        self._expedite = scripts.script(_EXPEDITE)
+        self._cancel = scripts.script(_CANCEL)
 
-    async def _run(self, pipe: Any) -> None:
+    async def _call(self, call: Any) -> Any:
         try:
-            await pipe.execute()
+            return await call
         except (RedisError, OSError) as exc:
             raise WebhookQueueUnavailable(str(exc)) from None
 
     async def push(self, job: WebhookJob, due: float) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._jobs, job.id, job.pack())
-        pipe.hset(self._urls, job.id, job.url)
-        pipe.zadd(self._due, {job.id: due})
-        pipe.zadd(self._created, {job.id: job.created_at})
-        if job.hold is not None:
-            pipe.zadd(self._held, {job.id: 0})
-        await self._run(pipe)
+        keys = [self._due, self._jobs, self._created, self._urls, self._held]
+        held = 1 if job.hold is not None else 0
+        await self._call(self._push(keys, [job.id, job.pack(), job.url, due, job.created_at, held]))
 
     async def lease(self, now: float, limit: int, lease_seconds: float) -> list[WebhookJob]:
-        try:
-            raw = await self._lease(
-                keys=[self._due, self._jobs, self._leased, self._held], args=[now, limit, now + lease_seconds]
-            )
-        except (RedisError, OSError) as exc:
-            raise WebhookQueueUnavailable(str(exc)) from None
+        keys = [self._due, self._jobs, self._leased, self._held]
+        raw = await self._call(self._lease(keys, [now, limit, now + lease_seconds]))
         return [WebhookJob.unpack(item) for item in raw]
 
     async def ack(self, job: WebhookJob) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.zrem(self._due, job.id)
-        pipe.zrem(self._created, job.id)
-        pipe.hdel(self._jobs, job.id)
-        pipe.hdel(self._urls, job.id)
-        pipe.srem(self._leased, job.id)
-        await self._run(pipe)
+        await self._call(self._ack([self._due, self._created, self._jobs, self._urls, self._leased], [job.id]))
 
     async def retry(self, job: WebhookJob, due: float) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._jobs, job.id, job.pack())
-        pipe.zadd(self._due, {job.id: due})
-        pipe.srem(self._leased, job.id)
-        await self._run(pipe)
+        await self._call(self._retry([self._due, self._jobs, self._leased], [job.id, job.pack(), due]))
 
     async def expedite(self, url: str, now: float) -> int:
-        try:
-            return int(await self._expedite(keys=[self._due, self._urls, self._leased], args=[url, now]))
-        except (RedisError, OSError) as exc:
-            raise WebhookQueueUnavailable(str(exc)) from None
+        return int(await self._call(self._expedite([self._due, self._urls, self._leased], [url, now])))
 
     async def cancel(self, hold: str) -> int:
         prefix = hold + HOLD_SEPARATOR
         keys = [self._held, self._due, self._jobs, self._created, self._urls, self._leased]
-        try:
-            # Every id of the hold sorts between "<hold>\x00" and "<hold>\x01".
-            return int(await self._cancel(keys=keys, args=["[" + prefix, "(" + hold + "\x01"]))
-        except (RedisError, OSError) as exc:
-            raise WebhookQueueUnavailable(str(exc)) from None
+        # Every id of the hold sorts between "<hold>\x00" and "<hold>\x01".
+        return int(await self._call(self._cancel(keys, ["[" + prefix, "(" + hold + "\x01"])))
 
     async def stats(self, now: float) -> QueueStats:
-        try:
-            depth = await self._redis.zcard(self._due)
-            oldest = await self._redis.zrange(self._created, 0, 0, withscores=True)
-        except (RedisError, OSError) as exc:
-            raise WebhookQueueUnavailable(str(exc)) from None
+        # One round trip without MULTI: both keys are in the queue's slot, and the two readings need not
+        # be of one instant for a metric.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(self._due)
+        pipe.zrange(self._created, 0, 0, withscores=True)
+        depth, oldest = await self._call(pipe.execute())
         age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
         return QueueStats(int(depth), age)

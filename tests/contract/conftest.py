@@ -2,6 +2,8 @@
 
 Redis runs as a real `redis-server` shared by the session; each test gets its own key prefix, so tests
 never see each other's keys or channels. Outage tests start their own server (see test_redis_failures).
+The webhook-queue contract also runs on a Redis Cluster (``store`` fixture), one per session: the prefix
+keeps tests apart there too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from hub.broker.base import Broker, MessageHandler
@@ -23,6 +26,8 @@ from hub.metrics import Metrics
 from hub.state.base import ClusterState
 from hub.state.memory import MemoryClusterState, MemoryStore
 from hub.state.redis import RedisClusterState
+from hub.state.redis_scripts import RedisClient
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.requirements import require_executable
 
@@ -37,6 +42,45 @@ def redis_server() -> Iterator[RedisServer]:
     require_executable("redis-server")
     with RedisServer() as server:
         yield server
+
+
+class OneNodeCluster(RedisServer):
+    """A Redis Cluster of one primary owning every slot: CROSSSLOT and the scripts' slot checks apply as on many."""
+
+    def __init__(self) -> None:
+        bus = ["--cluster-port", str(free_port())]  # else port + 10000, which may be taken or above 65535
+        super().__init__(extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *bus])
+
+    @property
+    def cluster_url(self) -> str:
+        """redis+cluster:// URL with this node as the seed."""
+        return f"redis+cluster://{self.host}:{self.port}"
+
+    def start(self, *, timeout: float = 10.0) -> OneNodeCluster:
+        """Start, assign all slots, wait until the cluster says ok."""
+        super().start(timeout=timeout)
+        client = redis.Redis(host=self.host, port=self.port)
+        try:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + timeout
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):  # type: ignore[no-untyped-call]
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"one-node cluster not ok after {timeout} s:\n{self.log()}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+        return self
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[OneNodeCluster]:
+    """One Redis Cluster for the session's contract tests."""
+    require_executable("redis-server")
+    server = OneNodeCluster().start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture
@@ -83,12 +127,31 @@ class Implementation:
     redis_url: str = ""
     prefix: str = ""
 
+    def command_client(self) -> RedisClient:
+        """A redis-py client of this implementation's Redis (single, Sentinel or Cluster)."""
+        if self.kind == "cluster":
+            return aioredis.RedisCluster.from_url(self.redis_url.replace("redis+cluster://", "redis://"))
+        return aioredis.Redis.from_url(self.redis_url)
+
 
 @pytest.fixture(params=["memory", "redis"])
 def implementation(request: pytest.FixtureRequest, prefix: str) -> Implementation:
     """Each test that uses it runs once per implementation; the session's redis-server starts only for Redis."""
     if request.param == "memory":
         return Implementation("memory")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return Implementation("redis", server.url, prefix)
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def store(request: pytest.FixtureRequest, prefix: str) -> Implementation:
+    """Where shared state lives, for the webhook-queue contract: memory, a single Redis, or a Redis Cluster
+    (each test runs once per kind; each Redis starts once per session)."""
+    if request.param == "memory":
+        return Implementation("memory")
+    if request.param == "cluster":
+        cluster: OneNodeCluster = request.getfixturevalue("redis_cluster")
+        return Implementation("cluster", cluster.cluster_url, prefix)
     server: RedisServer = request.getfixturevalue("redis_server")
     return Implementation("redis", server.url, prefix)
 

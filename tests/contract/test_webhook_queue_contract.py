@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from hub.webhooks.queue import MemoryWebhookQueue, WebhookJob, WebhookQueue
 from hub.webhooks.redis_queue import RedisWebhookQueue
@@ -17,14 +16,14 @@ LEASE = 30.0
 
 
 @pytest.fixture
-async def queue(implementation: Implementation) -> AsyncIterator[WebhookQueue]:
+async def queue(store: Implementation) -> AsyncIterator[WebhookQueue]:
     """An empty queue of each implementation."""
-    if implementation.kind == "memory":
+    if store.kind == "memory":
         yield MemoryWebhookQueue()
         return
-    client = aioredis.Redis.from_url(implementation.redis_url)
+    client = store.command_client()
     try:
-        yield RedisWebhookQueue(client, implementation.prefix)
+        yield RedisWebhookQueue(client, store.prefix)
     finally:
         await client.aclose()
 

@@ -355,7 +355,7 @@ async def test_queued_webhooks_survive_a_restart_of_every_node_while_the_receive
         try:
 
             async def queued() -> int:
-                return sum(channel.encode() in job for job in await client.hvals("hub:webhooks:jobs"))
+                return sum(channel.encode() in job for job in await client.hvals("{hub:webhooks}:jobs"))
 
             await eventually(queued, 5)
         finally:

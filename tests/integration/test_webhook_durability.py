@@ -69,7 +69,7 @@ async def held_in_redis(topology: Topology, *needles: str) -> int:
     """How many held webhooks mentioning every needle wait in the cluster's Redis queue."""
     client = aioredis.Redis.from_url(topology.redis.url)
     try:
-        ids = await client.zrange("hub:webhooks:held", 0, -1)
+        ids = await client.zrange("{hub:webhooks}:held", 0, -1)
     finally:
         await client.aclose()
     return sum(all(n.encode() in job_id for n in needles) for job_id in ids)
