@@ -42,6 +42,7 @@ from hub.redis_topology import parse_topology as parse_topology
 
 # How often a cluster's slot map is read again without a reason (a reason triggers it at once).
 TOPOLOGY_REFRESH_SECONDS = 5.0
+FAILOVER_REFRESH_SECONDS = 0.2
 
 
 class RedisBroker(Broker):
@@ -378,8 +379,11 @@ class RedisBroker(Broker):
     async def _run_topology(self) -> None:
         """Cluster only: keep the slot map current and the topics on the shards that serve them."""
         while True:
+            # While a primary is unreachable a failover may be under way: look again often, so the
+            # channels move to the promoted replica within a fraction of a second of its promotion.
+            degraded = any(not shard.healthy for shard in self._shards.values())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TOPOLOGY_REFRESH_SECONDS):
+                async with asyncio.timeout(FAILOVER_REFRESH_SECONDS if degraded else TOPOLOGY_REFRESH_SECONDS):
                     await self._refresh.wait()
             await self._refresh_slots()
             await asyncio.sleep(0.05)  # let a burst of reasons collapse into one refresh
