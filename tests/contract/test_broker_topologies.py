@@ -9,6 +9,7 @@ publishes) are printed; run with ``-s`` to see them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -76,10 +77,8 @@ class Flow:
     async def stop(self) -> None:
         assert self._task is not None
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 def assert_all_accepted_delivered_once_in_order(flow: Flow, inbox: Inbox) -> None:
