@@ -59,6 +59,12 @@ class Metrics:
         self.new_connections = Counter(
             "hub_new_connections_total", "WebSocket connections accepted.", ["app_id"], registry=r
         )
+        self.deflate_connections = Counter(
+            "hub_ws_deflate_connections_total",
+            "WebSocket connections accepted with permessage-deflate negotiated.",
+            ["app_id"],
+            registry=r,
+        )
         self.disconnections = Counter(
             "hub_disconnections_total",
             "WebSocket connections closed, by reason.",

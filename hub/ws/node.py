@@ -197,6 +197,8 @@ class WsNode:
         metrics = self.ctx.metrics
         metrics.connections.labels(app.id).inc()
         metrics.new_connections.labels(app.id).inc()
+        if conn.deflate:
+            metrics.deflate_connections.labels(app.id).inc()
         conn.send(messages.connection_established(conn.socket_id, self.ctx.settings.activity_timeout))
         return True
 

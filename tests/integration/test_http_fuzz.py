@@ -11,9 +11,11 @@ bounded (the whole module well under 30 s on a busy 2-core machine).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
+import socket
 import string
 import time
 from collections import Counter
@@ -530,6 +532,81 @@ async def test_fuzzed_websocket_frames_get_pusher_errors_or_silence_and_other_cl
     assert seen["pusher:error"] > WS_CASES // 2, seen  # the frames reached the parser and were refused
     assert elapsed < 20, f"the WebSocket fuzz took {elapsed:.1f} s"
     assert (await js.state("bystander")).state == "connected"
+    await assert_still_serving(served, js)
+    logged = served.process.output(limit=10_000_000)[log_start:]
+    assert "Traceback" not in logged, logged[-3000:]
+
+
+# --- the WebSocket framing itself (hub/ws/frame_parser.py behind a live node) -----------------------------------
+
+FRAME_CASES = 80
+FAIL_CODES = {1002, 1007, 1009}  # what failing the WebSocket connection may send (RFC 6455 7.4.1)
+
+
+def bent_frames(rng: random.Random) -> bytes:
+    """A few client frames with random opcodes, flags, masks and lengths, sometimes cut or flipped."""
+    out = b""
+    for _ in range(rng.randrange(1, 4)):
+        opcode = rng.choice([0x0, 0x1, 0x1, 0x2, 0x3, 0x8, 0x9, 0xA, 0xB])
+        payload = rng.choice([b"", b'{"event":"pusher:ping","data":{}}', bytes(rng.randrange(256) for _ in range(40))])
+        flags = rng.choice([0x80, 0x80, 0x80, 0x00, 0xC0, 0xA0, 0x90])
+        n = len(payload)
+        mask_bit = 0x00 if rng.random() < 0.1 else 0x80
+        if rng.random() < 0.1:
+            head = bytes((flags | opcode, mask_bit | 127)) + rng.choice([2**63, 2**40, 300_000]).to_bytes(8, "big")
+        else:
+            head = bytes((flags | opcode, mask_bit | n))
+        mask = bytes(rng.randrange(256) for _ in range(4)) if mask_bit else b""
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if mask else payload
+        out += head + mask + body
+    if rng.random() < 0.2:
+        pos = rng.randrange(len(out))
+        out = out[:pos] + bytes((out[pos] ^ (1 << rng.randrange(8)),)) + out[pos + 1 :]
+    return out
+
+
+def send_bent(port: int, frames: bytes, deflate: bool) -> tuple[int | None, bytes]:
+    """Handshake on a raw socket, send ``frames``; the close code the server sent (None: still open) and its bytes."""
+    with socket.create_connection((LOOPBACK, port), timeout=3) as sock:
+        offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+        sock.sendall(
+            f"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n".encode()
+        )
+        received = b""
+        while b"connection_established" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        sock.sendall(frames)
+        sock.settimeout(0.3)
+        tail = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                tail += chunk
+    close_at = tail.find(b"\x88")
+    if close_at < 0 or len(tail) < close_at + 4:
+        return None, tail
+    return int.from_bytes(tail[close_at + 2 : close_at + 4], "big"), tail
+
+
+async def test_bent_websocket_frames_fail_the_socket_with_an_rfc_code_and_the_node_keeps_serving(
+    served: Served, js: JsClients
+) -> None:
+    rng = random.Random(SEED + 2)
+    log_start = len(served.process.output(limit=10_000_000))
+    problems: list[str] = []
+    codes: Counter[int | None] = Counter()
+    for number in range(FRAME_CASES):
+        frames = bent_frames(rng)
+        code, tail = await asyncio.to_thread(send_bent, served.port, frames, rng.random() < 0.5)
+        codes[code] += 1
+        # Besides failing, the server echoes a close frame the client sent (1000 for one without a code).
+        if code is not None and not (1000 <= code <= 1014 or 3000 <= code <= 4999):
+            problems.append(f"case {number} {frames[:60]!r}: closed with {code} ({tail[-80:]!r})")
+    assert not problems, "\n".join(problems[:10])
+    assert sum(n for code, n in codes.items() if code in FAIL_CODES) > FRAME_CASES // 4, codes
     await assert_still_serving(served, js)
     logged = served.process.output(limit=10_000_000)[log_start:]
     assert "Traceback" not in logged, logged[-3000:]

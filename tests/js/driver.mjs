@@ -19,6 +19,7 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Echo from 'laravel-echo';
 import Pusher from 'pusher-js';
+import { WebSocket as NodeWebSocket } from 'ws';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const DEBUG = process.env.HUB_JS_DEBUG === '1';
@@ -30,6 +31,12 @@ for (const name of ['log', 'info', 'debug', 'warn', 'error']) {
 // pusher-js logs only when Pusher.log is set; its debug output is one line per frame, so only on demand.
 if (DEBUG) {
   Pusher.log = (message) => process.stderr.write(`[pusher-js] ${message}\n`);
+}
+// pusher-js's Node build speaks WebSocket through faye-websocket, which offers no extensions. With
+// HUB_JS_WEBSOCKET=ws it uses Node's `ws` instead (same browser-style API), which offers permessage-deflate
+// as browsers do, so tests can check pusher-js receiving compressed frames. pusher-js itself is unchanged.
+if (process.env.HUB_JS_WEBSOCKET === 'ws') {
+  Pusher.Runtime.createWebSocket = (url) => new NodeWebSocket(url);
 }
 process.on('uncaughtException', (err) => {
   process.stderr.write(`[driver] uncaught exception: ${err && err.stack ? err.stack : err}\n`);
@@ -577,5 +584,5 @@ input.on('close', () => {
 
 emit({
   type: 'ready',
-  versions: { node: process.versions.node, 'pusher-js': packageVersion('pusher-js'), 'laravel-echo': packageVersion('laravel-echo') },
+  versions: { node: process.versions.node, 'pusher-js': packageVersion('pusher-js'), 'laravel-echo': packageVersion('laravel-echo'), ws: packageVersion('ws'), websocket: process.env.HUB_JS_WEBSOCKET || 'faye' },
 });

@@ -9,6 +9,7 @@ keeps every run identical; to replay one case, run its seed and look at that cas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -29,6 +30,8 @@ from hub.protocol.messages import InvalidMessage, parse_client_message, parse_si
 from hub.protocol.signatures import verify_api_request
 from hub.protocol.socket_ids import is_socket_id
 from hub.protocol.users import InvalidUserData, parse_channel_data, parse_user_data
+from hub.ws.deflate import Deflater
+from hub.ws.frame_parser import BINARY, CLOSE, PING, PONG, TEXT, FrameParser, ProtocolViolation, unmask
 
 SEEDS = (1, 2, 3, 5, 8, 13, 21, 1337)
 CASES = 1500  # per seed and parser
@@ -603,6 +606,83 @@ def _check_envelope(raw: bytes) -> None:
 @pytest.mark.parametrize("seed", seeds())
 def test_envelope_unpack_survives_random_bytes(seed: int) -> None:
     run(seed, _envelope_input, _check_envelope, EnvelopeError)
+
+
+# --- WebSocket client frames (hub/ws/frame_parser.py) ------------------------------------------------------------
+
+FRAME_LIMIT = 4096
+_DEFLATE = Deflater(0)
+
+
+def _client_frame(f: Fuzzer) -> bytes:
+    """One client frame: mostly well formed (any opcode, flags, lengths, compressed or not), sometimes bent."""
+    rng = f.rng
+    opcode = rng.choice([TEXT] * 6 + [BINARY, PING, PING, PONG, CLOSE, 0x0, 0x3, 0xB])
+    payload = f.text(rng.choice([0, 10, 200])).encode("utf-8", "surrogatepass")
+    rsv = 0
+    if opcode in (TEXT, BINARY) and f.chance(0.3):
+        payload, rsv = _DEFLATE.compress(payload), 0x40
+    if f.chance(0.05):
+        payload = b"x" * rng.choice([126, FRAME_LIMIT + 1, 70_000])
+    if f.chance(0.05):
+        rsv |= rng.choice([0x10, 0x20, 0x40])
+    first = (0x80 if not f.chance(0.1) else 0) | rsv | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
+    if f.chance(0.05):
+        return head + payload  # unmasked
+    mask = bytes(rng.randrange(256) for _ in range(4))
+    return head + mask + unmask(payload, mask)
+
+
+def _frame_stream(f: Fuzzer) -> tuple[bytes, list[int], bool]:
+    """Several frames, sometimes flipped or cut; the chunk sizes to feed them in; deflate negotiated or not."""
+    data = b"".join(_client_frame(f) for _ in range(f.rng.randrange(1, 5)))
+    if f.chance(0.1):
+        data = f.junk_bytes() + data
+    if f.chance(0.1) and data:
+        pos = f.rng.randrange(len(data))
+        data = data[:pos] + bytes((data[pos] ^ (1 << f.rng.randrange(8)),)) + data[pos + 1 :]
+    if f.chance(0.1):
+        data = data[: f.rng.randrange(len(data) + 1)]
+    chunks = [f.rng.randrange(1, 200) for _ in range(len(data))]
+    return data, chunks, f.chance(0.5)
+
+
+def _check_frames(case: tuple[bytes, list[int], bool]) -> None:
+    data, chunks, negotiated = case
+    parser = FrameParser(FRAME_LIMIT, deflate=negotiated)
+    pos = 0
+    for size in chunks:
+        if pos >= len(data):
+            break
+        for opcode, payload in parser.feed(data[pos : pos + size]):
+            assert opcode in (TEXT, BINARY, CLOSE, PING, PONG)
+            assert isinstance(payload, str if opcode == TEXT else bytes)
+            assert len(payload) <= FRAME_LIMIT
+            if opcode >= CLOSE:
+                assert len(payload) <= 125
+        pos += size
+
+
+@pytest.mark.parametrize("seed", seeds())
+def test_frame_parser_survives_random_and_bent_frame_streams(seed: int) -> None:
+    run(seed, _frame_stream, _check_frames, ProtocolViolation)
+
+
+def test_frame_fuzz_inputs_reach_the_valid_path() -> None:
+    f = Fuzzer(0)
+    messages = 0
+    for _ in range(500):
+        data, _, negotiated = _frame_stream(f)
+        with contextlib.suppress(ProtocolViolation):
+            messages += sum(1 for _ in FrameParser(FRAME_LIMIT, deflate=negotiated).feed(data))
+    assert messages > 100
 
 
 # --- the fuzzer itself ----------------------------------------------------------------------------------------------
