@@ -30,11 +30,21 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
-    """A webhook target and the event types it receives."""
+    """A webhook target, the event types it receives and the channels it is about (Soketi's ``filter``)."""
 
     url: str
     event_types: frozenset[str]
     headers: tuple[tuple[str, str], ...] = ()
+    channel_prefix: str = ""
+    channel_suffix: str = ""
+
+    def wants(self, event_type: str, channel: str) -> bool:
+        """Whether an ``event_type`` event on ``channel`` goes to this webhook."""
+        return (
+            event_type in self.event_types
+            and channel.startswith(self.channel_prefix)
+            and channel.endswith(self.channel_suffix)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +69,9 @@ class App:
     webhooks: tuple[Webhook, ...] = ()
     limits: Limits = field(default_factory=Limits)
 
-    def webhooks_for(self, event_type: str) -> list[Webhook]:
-        """The webhooks subscribed to ``event_type``."""
-        return [w for w in self.webhooks if event_type in w.event_types]
+    def webhooks_for(self, event_type: str, channel: str) -> list[Webhook]:
+        """The webhooks that receive ``event_type`` events on ``channel``."""
+        return [w for w in self.webhooks if w.wants(event_type, channel)]
 
 
 _APP_FIELDS = {f.name for f in fields(App)} - {"limits", "webhooks"}
@@ -69,8 +79,8 @@ _LIMIT_FIELDS = {f.name for f in fields(Limits)}
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
-def _snake(key: str) -> str:
-    # Soketi's app fields are camelCase; accept them as well as our snake_case names.
+def snake_case(key: str) -> str:
+    """``maxConnections`` -> ``max_connections``: Soketi's app fields are camelCase, hub's snake_case."""
     return _CAMEL.sub("_", key).lower()
 
 
@@ -106,9 +116,36 @@ _TYPES: dict[str, type] = {
 }
 
 
+_WEBHOOK_KEYS = frozenset({"url", "event_types", "headers", "filter"})
+_FILTER_KEYS = {"channel_name_starts_with": "channel_prefix", "channel_name_ends_with": "channel_suffix"}
+
+
+def _parse_filter(app_label: str, raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"app {app_label}: webhook filter must be an object")
+    parsed = {}
+    for key, value in raw.items():
+        if key not in _FILTER_KEYS:
+            known = ", ".join(_FILTER_KEYS)
+            raise ConfigError(f"app {app_label}: unknown webhook filter key {key!r} (known: {known})")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"app {app_label}: webhook filter {key} must be a string, got {value!r}")
+        parsed[_FILTER_KEYS[key]] = value
+    return parsed
+
+
 def _parse_webhook(app_label: str, raw: object) -> Webhook:
+    if isinstance(raw, dict) and "lambda_function" in raw:
+        raise ConfigError(f"app {app_label}: webhook lambda_function is not supported; give the webhook a url")
     if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
         raise ConfigError(f"app {app_label}: each webhook needs a url string")
+    unknown_keys = sorted(set(raw) - _WEBHOOK_KEYS)
+    if unknown_keys:
+        raise ConfigError(f"app {app_label}: unknown webhook key {unknown_keys[0]!r}")
     types = raw.get("event_types", sorted(WEBHOOK_EVENT_TYPES))
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
         raise ConfigError(f"app {app_label}: webhook event_types must be a list of strings")
@@ -122,12 +159,13 @@ def _parse_webhook(app_label: str, raw: object) -> Webhook:
         url=raw["url"],
         event_types=frozenset(types),
         headers=tuple((str(k), str(v)) for k, v in headers.items()),
+        **_parse_filter(app_label, raw.get("filter")),
     )
 
 
 def app_from_mapping(raw: Mapping[str, Any], position: int = 0) -> App:
     """Build an App from an apps-file entry, naming the entry and key in any error."""
-    entry = {_snake(k): v for k, v in raw.items()}
+    entry = {snake_case(k): v for k, v in raw.items()}
     label = str(entry.get("id", f"#{position + 1}"))
     for required in ("id", "key", "secret"):
         value = entry.get(required)

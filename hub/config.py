@@ -76,8 +76,26 @@ OPTIONS: tuple[Option, ...] = (
         "permessage-deflate for clients that offer it, compressed once per message: on or off.",
     ),
     Option("compression_min_bytes", int, 256, "Messages shorter than this go uncompressed even when deflate is on."),
+    Option(
+        "max_http_body_kb",
+        int,
+        4096,
+        "Largest HTTP API request body (larger: 413); the default fits a full batch at the largest payloads.",
+    ),
+    Option(
+        "cors_origins",
+        str,
+        "*",
+        "Origins allowed to call the HTTP API from a browser (comma-separated, * for any, empty for no CORS).",
+    ),
     Option("node_timeout", float, 15.0, "Seconds without a heartbeat after which a node's sockets are reaped."),
     Option("cache_ttl", int, 1800, "Seconds a cache channel keeps its last event."),
+    Option(
+        "webhook_batch_ms",
+        int,
+        0,
+        "Collect each webhook's events this many ms and send them in one request; 0 sends one per request.",
+    ),
     Option("log_format", str, "auto", "json, console, or auto (console on a terminal, JSON otherwise)."),
     Option("log_level", str, "info", "debug, info, warning or error."),
     Option("admin_port", int, 9602, "Port of the admin API; served only when an admin token is set; 0 disables."),
@@ -112,8 +130,11 @@ class Settings:
     max_message_kb: int
     compression: str
     compression_min_bytes: int
+    max_http_body_kb: int
+    cors_origins: str
     node_timeout: float
     cache_ttl: int
+    webhook_batch_ms: int
     log_format: str
     log_level: str
     admin_port: int
@@ -183,6 +204,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError("activity timeout must be positive")
     if not args["tls_cert"] and (args["tls_key"] or args["tls_ca"]):
         raise ConfigError("--tls-key and --tls-ca need --tls-cert (HUB_TLS_CERT)")
+    if args["max_http_body_kb"] <= 0:
+        raise ConfigError("max HTTP body kb must be positive")
+    if args["webhook_batch_ms"] < 0:
+        raise ConfigError("webhook batch ms must be 0 (off) or positive")
     args["node_id"] = args["node_id"] or secrets.token_hex(6)
     args["admin_token"] = _admin_token(args["admin_token"], args["admin_token_file"])
     return Settings(role=role, **args)

@@ -18,6 +18,7 @@ from hub.apps import AppRegistry, ConfigError
 from hub.broker.base import Broker
 from hub.broker.memory import MemoryBroker
 from hub.config import Settings
+from hub.ingest.cors import cors_middleware
 from hub.ingest.node import IngestNode
 from hub.metrics import Metrics
 from hub.state.base import ClusterState, StateUnavailable
@@ -112,6 +113,7 @@ class Node:
             self.backends.coordination,
             self.state,
             self.metrics,
+            batch_seconds=settings.webhook_batch_ms / 1000,
             on_queued=lambda: self.sender.wake(),
         )
         self.sender = WebhookSender(self.backends.webhook_queue, apps, self.metrics, confirm=self.webhooks.still_due)
@@ -141,7 +143,11 @@ class Node:
 
     def application(self) -> web.Application:
         """The main port's aiohttp application for this node's role."""
-        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[json_errors])
+        cors = cors_middleware(self.settings.cors_origins)
+        app = web.Application(
+            client_max_size=self.settings.max_http_body_kb * 1024,
+            middlewares=[json_errors] if cors is None else [cors, json_errors],
+        )
         app.router.add_get("/", self._health)
         app.router.add_get("/ready", self._readiness)
         if self.ws is not None:

@@ -75,7 +75,7 @@ class IngestNode:
         async def handler(request: web.Request) -> web.Response:
             started = time.perf_counter()
             try:
-                verified = await verify(request, self.apps)
+                verified = await verify(request, self.apps, self.settings.max_http_body_kb * 1024)
                 if read:
                     await self._check_reads(verified.app)
                 self.metrics.http_received_bytes.inc(len(verified.body))

@@ -11,9 +11,6 @@ from hub.apps import App, AppRegistry
 from hub.protocol.errors import ApiError
 from hub.protocol.signatures import verify_api_request
 
-# Large enough for a full batch at the largest per-app payload limit; bigger bodies get 413.
-MAX_BODY_BYTES = 4 * 1024 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class VerifiedRequest:
@@ -29,8 +26,8 @@ def error_response(error: ApiError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=headers)
 
 
-async def verify(request: web.Request, apps: AppRegistry) -> VerifiedRequest:
-    """Find the app, read the body within the limit and check the signature; raise ApiError otherwise."""
+async def verify(request: web.Request, apps: AppRegistry, max_body_bytes: int) -> VerifiedRequest:
+    """Find the app, read the body within ``max_body_bytes`` and check the signature; raise ApiError otherwise."""
     app_id = request.match_info.get("app_id")
     if app_id is None:
         # pusher-http-python posts terminate_connections to /users/{id}/... with no app id in the path.
@@ -41,12 +38,13 @@ async def verify(request: web.Request, apps: AppRegistry) -> VerifiedRequest:
         app = apps.by_id(app_id)
         if app is None:
             raise ApiError(404, f"The app {app_id} could not be found.")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.")
+    too_large = f"Request body is larger than {max_body_bytes} bytes (--max-http-body-kb)."
+    if request.content_length is not None and request.content_length > max_body_bytes:
+        raise ApiError(413, too_large)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.") from None
+        raise ApiError(413, too_large) from None
     except web.RequestPayloadError as exc:
         # e.g. a Content-Encoding: gzip header over a body that is not gzip
         raise ApiError(400, f"Request body could not be read: {exc}.") from None

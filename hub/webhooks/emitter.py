@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from hub.apps import App
+from hub.apps import App, Webhook
 from hub.metrics import Metrics
 from hub.protocol.messages import dumps
 from hub.state.base import ClusterState, StateUnavailable
@@ -31,6 +31,8 @@ log = structlog.get_logger("hub.webhooks")
 
 HOLD_SECONDS = 3.0
 CACHE_MISS_DEDUP_SECONDS = 10.0
+# A batch is sent early once it holds this many events, so a burst cannot build one huge request.
+MAX_BATCH_EVENTS = 100
 
 
 class Webhooks:
@@ -44,8 +46,12 @@ class Webhooks:
         metrics: Metrics,
         *,
         hold_seconds: float = HOLD_SECONDS,
+        batch_seconds: float = 0.0,
         on_queued: Callable[[], None] = lambda: None,
     ) -> None:
+        """``batch_seconds`` > 0 collects each webhook's events that long and sends them in one request."""
+        self._batch_seconds = batch_seconds
+        self._batches: dict[tuple[str, Webhook], list[dict[str, Any]]] = {}
         self._on_queued = on_queued
         self._queue = queue
         self._co = coordination
@@ -55,9 +61,15 @@ class Webhooks:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _emit(self, app: App, event: dict[str, Any], hold: str | None = None) -> None:
-        """Queue the event for each of the app's webhooks that wants it; held ones fall due after the hold."""
-        hooks = app.webhooks_for(event["name"])
-        if not hooks:
+        """Queue the event for each of the app's webhooks that wants it; held ones fall due after the hold.
+
+        With batching on, events that are not held wait in their webhook's batch; a held event keeps a job
+        of its own, since a re-occupation cancels it by its hold name.
+        """
+        hooks = app.webhooks_for(event["name"], event["channel"])
+        if hold is None and self._batch_seconds > 0:
+            for hook in hooks:
+                self._add_to_batch(app, hook, event)
             return
         now = time.time()
         due = now + self._hold if hold is not None else now
@@ -67,12 +79,38 @@ class Webhooks:
                 job = WebhookJob.new(app.id, hook.url, body, now)
             else:
                 job = WebhookJob.held(hold, app.id, hook.url, body, now)
-            try:
-                await self._queue.push(job, due)
-                self._on_queued()
-            except Exception as exc:  # the queue's outage type differs per implementation
-                self._metrics.webhooks_dropped.labels(app.id).inc()
-                log.error("webhook_not_queued", app_id=app.id, webhook=event["name"], error=str(exc))
+            await self._push(app, job, due, [event])
+
+    async def _push(self, app: App, job: WebhookJob, due: float, events: list[dict[str, Any]]) -> None:
+        try:
+            await self._queue.push(job, due)
+            self._on_queued()
+        except Exception as exc:  # the queue's outage type differs per implementation
+            self._metrics.webhooks_dropped.labels(app.id).inc(len(events))
+            log.error("webhook_not_queued", app_id=app.id, webhooks=[e["name"] for e in events], error=str(exc))
+
+    def _add_to_batch(self, app: App, hook: Webhook, event: dict[str, Any]) -> None:
+        """Collect events for one webhook for ``batch_seconds`` (or up to MAX_BATCH_EVENTS), then queue them."""
+        key = (app.id, hook)
+        batch = self._batches.get(key)
+        if batch is None:
+            self._batches[key] = [event]
+            self._spawn(self._guarded(app, self._flush_after(app, hook)))
+            return
+        batch.append(event)
+        if len(batch) >= MAX_BATCH_EVENTS:
+            self._spawn(self._guarded(app, self._send_batch(app, hook, self._batches.pop(key))))
+
+    async def _flush_after(self, app: App, hook: Webhook) -> None:
+        await asyncio.sleep(self._batch_seconds)
+        events = self._batches.pop((app.id, hook), None)
+        if events:
+            await self._send_batch(app, hook, events)
+
+    async def _send_batch(self, app: App, hook: Webhook, events: list[dict[str, Any]]) -> None:
+        now = time.time()
+        job = WebhookJob.new(app.id, hook.url, webhook_body(int(now * 1000), events), now)
+        await self._push(app, job, now, events)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -85,12 +123,12 @@ class Webhooks:
         except Exception as exc:  # a state or queue outage must not break the socket that caused the event
             log.warning("webhook_decision_failed", app_id=app.id, error=str(exc))
 
-    def _wants(self, app: App, *names: str) -> bool:
-        return any(app.webhooks_for(name) for name in names)
+    def _wants(self, app: App, channel: str, *names: str) -> bool:
+        return any(app.webhooks_for(name, channel) for name in names)
 
     def channel_occupied(self, app: App, channel: str) -> None:
         """The channel got its first subscriber in the cluster."""
-        if self._wants(app, "channel_occupied", "channel_vacated"):
+        if self._wants(app, channel, "channel_occupied", "channel_vacated"):
             self._spawn(self._guarded(app, self._occupied(app, channel)))
 
     async def _occupied(self, app: App, channel: str) -> None:
@@ -100,7 +138,7 @@ class Webhooks:
 
     def channel_vacated(self, app: App, channel: str) -> None:
         """The channel's last subscriber left; sent after the hold unless it is occupied again."""
-        if self._wants(app, "channel_occupied", "channel_vacated"):
+        if self._wants(app, channel, "channel_occupied", "channel_vacated"):
             self._spawn(self._guarded(app, self._vacated(app, channel)))
 
     async def _vacated(self, app: App, channel: str) -> None:
@@ -108,7 +146,7 @@ class Webhooks:
 
     def member_added(self, app: App, channel: str, user_id: str) -> None:
         """A user's first socket joined a presence channel."""
-        if self._wants(app, "member_added", "member_removed"):
+        if self._wants(app, channel, "member_added", "member_removed"):
             self._spawn(self._guarded(app, self._member_added(app, channel, user_id)))
 
     async def _member_added(self, app: App, channel: str, user_id: str) -> None:
@@ -118,7 +156,7 @@ class Webhooks:
 
     def member_removed(self, app: App, channel: str, user_id: str) -> None:
         """A user's last socket left; sent after the hold unless the user comes back."""
-        if self._wants(app, "member_added", "member_removed"):
+        if self._wants(app, channel, "member_added", "member_removed"):
             self._spawn(self._guarded(app, self._member_removed(app, channel, user_id)))
 
     async def _member_removed(self, app: App, channel: str, user_id: str) -> None:
@@ -148,7 +186,7 @@ class Webhooks:
 
     def client_event(self, app: App, channel: str, event: str, data: Any, socket_id: str, user_id: str | None) -> None:
         """A client event was relayed on a private or presence channel."""
-        if not self._wants(app, "client_event"):
+        if not self._wants(app, channel, "client_event"):
             return
         payload: dict[str, Any] = {
             "name": "client_event",
@@ -163,7 +201,7 @@ class Webhooks:
 
     def cache_miss(self, app: App, channel: str) -> None:
         """A socket subscribed to a cache channel with nothing cached; one webhook per burst of them."""
-        if self._wants(app, "cache_miss"):
+        if self._wants(app, channel, "cache_miss"):
             self._spawn(self._guarded(app, self._cache_miss(app, channel)))
 
     async def _cache_miss(self, app: App, channel: str) -> None:
@@ -177,9 +215,12 @@ class Webhooks:
         await self._emit(app, {"name": "subscription_count", "channel": channel, "subscription_count": count})
 
     async def close(self) -> None:
-        """Let decisions in flight reach the queue (holds wait there, not here), then stop."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=2.0)
+        """Let decisions in flight and open batches reach the queue (holds wait there, not here), then stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._batch_seconds + 2.0
+        # A decision may open a batch as it ends: wait for the tasks spawned meanwhile too.
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -151,9 +151,17 @@ def start_ingest_node(topology: Topology, port: int | None = None, *extra: str) 
 
 
 def start_cluster(
-    redis: Any, workdir: Path | None = None, ws_nodes: int = 2, *, apps: Sequence[dict[str, Any]] = APPS
+    redis: Any,
+    workdir: Path | None = None,
+    ws_nodes: int = 2,
+    *,
+    apps: Sequence[dict[str, Any]] = APPS,
+    extra: Sequence[str] = (),
 ) -> Topology:
-    """`ws_nodes` `hub ws` and one `hub ingest` over the given running redis-server, serving `apps`."""
+    """`ws_nodes` `hub ws` and one `hub ingest` over the given running redis-server, serving `apps`.
+
+    `extra` flags go to every node.
+    """
     directory = workdir or Path(tempfile.mkdtemp(prefix="hub-cluster-"))
     apps_file = write_apps_file(directory, apps)
     api_port = free_port()
@@ -161,9 +169,9 @@ def start_cluster(
     try:
         for _ in range(ws_nodes):
             port = free_port()
-            topology.ws_processes.append(start_ws_node(topology, port))
+            topology.ws_processes.append(start_ws_node(topology, port, *extra))
             topology.ws_ports.append(port)
-        start_ingest_node(topology, api_port)
+        start_ingest_node(topology, api_port, *extra)
     except BaseException:
         topology.close()
         raise
@@ -172,17 +180,18 @@ def start_cluster(
 
 @contextmanager
 def running_topology(
-    kind: str, apps: Sequence[dict[str, Any]] = APPS, workdir: Path | None = None
+    kind: str, apps: Sequence[dict[str, Any]] = APPS, workdir: Path | None = None, extra: Sequence[str] = ()
 ) -> Iterator[Topology]:
     """Start topology `kind` ("embedded", or "cluster" over a fresh redis-server) serving `apps`; close it on exit.
 
-    A "cluster" skips the test (fails it in CI) when redis-server is not installed.
+    `extra` flags go to every hub process. A "cluster" skips the test (fails it in CI) when redis-server is not
+    installed.
     """
     if kind == "embedded":
-        running = start_embedded(workdir, apps=apps)
+        running = start_embedded(workdir, *extra, apps=apps)
     elif kind == "cluster":
         require_executable("redis-server")
-        running = start_cluster(RedisServer().start(), workdir, apps=apps)
+        running = start_cluster(RedisServer().start(), workdir, apps=apps, extra=extra)
     else:
         raise ValueError(f"unknown topology {kind!r}; expected one of {TOPOLOGIES}")
     try:

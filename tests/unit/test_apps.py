@@ -183,8 +183,50 @@ def test_webhooks_for_selects_by_event_type() -> None:
             ],
         }
     )
-    assert [w.url for w in app.webhooks_for("channel_occupied")] == ["http://h/occ", "http://h/all"]
-    assert [w.url for w in app.webhooks_for("member_added")] == ["http://h/all"]
+    assert [w.url for w in app.webhooks_for("channel_occupied", "c")] == ["http://h/occ", "http://h/all"]
+    assert [w.url for w in app.webhooks_for("member_added", "c")] == ["http://h/all"]
+
+
+def test_webhook_filter_selects_channels_by_prefix_and_suffix() -> None:
+    hooks = [
+        {"url": "http://h/chat", "filter": {"channel_name_starts_with": "private-chat."}},
+        {"url": "http://h/eu", "filter": {"channel_name_ends_with": "-eu"}},
+        {"url": "http://h/both", "filter": {"channel_name_starts_with": "presence-", "channel_name_ends_with": "-eu"}},
+        {"url": "http://h/all", "filter": {}},
+    ]
+    app = app_from_mapping({**BASE, "webhooks": hooks})
+
+    def urls(channel: str) -> list[str]:
+        return [w.url for w in app.webhooks_for("channel_occupied", channel)]
+
+    assert urls("private-chat.1.2") == ["http://h/chat", "http://h/all"]
+    assert urls("presence-room-eu") == ["http://h/eu", "http://h/both", "http://h/all"]
+    assert urls("room-eu") == ["http://h/eu", "http://h/all"]
+    assert urls("private-other") == ["http://h/all"]
+
+
+@pytest.mark.parametrize(
+    ("webhook", "message"),
+    [
+        ({"url": "http://h", "filter": "private-"}, "app 1: webhook filter must be an object"),
+        (
+            {"url": "http://h", "filter": {"channel_name_contains": "x"}},
+            "app 1: unknown webhook filter key 'channel_name_contains' "
+            "(known: channel_name_starts_with, channel_name_ends_with)",
+        ),
+        (
+            {"url": "http://h", "filter": {"channel_name_starts_with": 5}},
+            "app 1: webhook filter channel_name_starts_with must be a string, got 5",
+        ),
+        ({"url": "http://h", "method": "PUT"}, "app 1: unknown webhook key 'method'"),
+        (
+            {"lambda_function": "f", "lambda": {"async": True}},
+            "app 1: webhook lambda_function is not supported; give the webhook a url",
+        ),
+    ],
+)
+def test_bad_webhook_keys_are_refused_by_name(webhook: dict[str, Any], message: str) -> None:
+    assert _app_error(webhooks=[webhook]) == message
 
 
 def test_webhook_event_types_are_pushers() -> None:
