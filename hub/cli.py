@@ -1,12 +1,13 @@
-"""The ``hub`` command: ``hub serve | ws | ingest``, with graceful drain on SIGTERM."""
+"""The ``hub`` command: ``hub serve | ws | ingest`` (drained on SIGTERM/Ctrl-C), and ``hub soketi-config``."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -14,6 +15,8 @@ from hub.apps import AppRegistry, ConfigError
 from hub.config import Settings, load_apps, parse_settings
 from hub.logging import configure_logging
 from hub.server import Node
+from hub.signals import watch_reload_signal, watch_stop_signals
+from hub.soketi_config import hub_setup, read_config_file, translate
 
 log = structlog.get_logger("hub")
 
@@ -37,26 +40,58 @@ async def run(settings: Settings, apps: AppRegistry) -> int:
             os._exit(1)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
+    watch_stop_signals(loop, on_signal)
+    if not watch_reload_signal(loop, node.reload_tls) and settings.tls_cert:
+        log.warning("tls_reload_unavailable", reason="no SIGHUP here: restart the node to load a new certificate")
     await stop.wait()
     await node.drain()
+    return 0
+
+
+def report_soketi_setup(settings: Settings) -> None:
+    """One log line saying a Soketi setup was read, and one naming every Soketi option hub does not apply."""
+    soketi = settings.soketi
+    assert soketi is not None
+    log.info("soketi_config_read", path=settings.soketi_config, apps=len(soketi.apps), options=sorted(soketi.options))
+    if soketi.not_applied:
+        log.warning("soketi_options_not_applied", options="; ".join(soketi.not_applied))
+
+
+def print_soketi_setup(args: Sequence[str], env: Mapping[str, str]) -> int:
+    """``hub soketi-config FILE``: the equivalent apps file on stdout, the flags and what is left out on stderr."""
+    parser = argparse.ArgumentParser(prog="hub soketi-config", description="Print the hub setup of a Soketi config.")
+    parser.add_argument("path", help="Soketi config file; SOKETI_* variables are read too")
+    path = parser.parse_args(list(args)).path
+    translation = translate(read_config_file(path), env)
+    apps, command, not_applied = hub_setup(translation)
+    print(apps)
+    print(f"# save the apps above as apps.json, then run:\n{command}", file=sys.stderr)
+    for line in not_applied:
+        print(f"# not applied: {line}", file=sys.stderr)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hub`` console script."""
     env = dict(os.environ)
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = parse_settings(sys.argv[1:] if argv is None else argv, env)
+        if args[:1] == ["soketi-config"]:
+            return print_soketi_setup(args[1:], env)
+        settings = parse_settings(args, env)
         apps = load_apps(settings, env)
     except ConfigError as exc:
         print(f"hub: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    if settings.soketi is not None:
+        report_soketi_setup(settings)
     try:
         return asyncio.run(run(settings, apps))
+    except KeyboardInterrupt:
+        # Ctrl-C before the stop handlers were in place (or where none could be): stop without a traceback.
+        print("hub: interrupted", file=sys.stderr)
+        return 130
     except ConfigError as exc:
         print(f"hub: configuration error: {exc}", file=sys.stderr)
         return 2

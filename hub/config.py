@@ -14,7 +14,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hub.apps import AppRegistry, ConfigError, default_app, load_apps_file
+from hub.apps import AppRegistry, ConfigError, app_from_mapping, default_app, load_apps_file
+from hub.soketi_config import Translation, soketi_setup
 from hub.tls import TlsFiles
 
 
@@ -62,6 +63,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_url", str, None, "Redis URL (redis://, rediss://, with password and db). Required for ws/ingest."),
     Option("redis_prefix", str, "hub", "Prefix of every Redis key and channel; separates deployments."),
     Option("apps_file", str, None, "JSON apps file; without it one app from PUSHER_APP_ID/KEY/SECRET."),
+    Option(
+        "soketi_config",
+        str,
+        None,
+        "Soketi config.json to start from (SOKETI_* variables are read too); flags and HUB_* win over it.",
+    ),
     Option("metrics_port", int, 9601, "Port for GET /metrics (Prometheus); 0 disables."),
     Option("node_id", str, None, "This node's id in the cluster (default: random)."),
     Option("drain_seconds", float, 10.0, "On SIGTERM, close clients spread over this many seconds."),
@@ -121,6 +128,7 @@ class Settings:
     redis_url: str | None
     redis_prefix: str
     apps_file: str | None
+    soketi_config: str | None
     metrics_port: int
     node_id: str
     drain_seconds: float
@@ -144,6 +152,7 @@ class Settings:
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_key_password: str | None = None
+    soketi: Translation | None = None  # the Soketi setup these settings came from, if any
 
     @property
     def tls(self) -> TlsFiles | None:
@@ -165,8 +174,21 @@ def _parse_bound(option: Option, raw: str) -> Any:
         raise ConfigError(f"{option.env}={raw!r} is not a valid {option.type.__name__}") from None
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    """The ``hub`` command line: ``serve``, ``ws`` and ``ingest``, every flag defaulting from HUB_*."""
+def _soketi_value(option: Option, value: Any) -> Any:
+    try:
+        return option.type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"the Soketi setting for {option.flag}, {value!r}, is not a valid {option.type.__name__}"
+        ) from None
+
+
+def build_parser(env: Mapping[str, str], soketi: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The ``hub`` command line: ``serve``, ``ws`` and ``ingest``, every flag defaulting from HUB_*.
+
+    ``soketi`` holds values translated from a Soketi setup: below HUB_* variables and flags, above defaults.
+    """
+    soketi = soketi or {}
     parser = argparse.ArgumentParser(prog="hub", description="Pusher Channels compatible broadcast server.")
     sub = parser.add_subparsers(dest="role", required=True)
     helps = {
@@ -174,10 +196,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         Role.WS: "WebSocket node of a cluster (needs --redis-url).",
         Role.INGEST: "HTTP API node of a cluster (needs --redis-url).",
     }
+    converter = sub.add_parser("soketi-config", help="Print the hub apps file and flags of a Soketi config.json.")
+    converter.add_argument("path", help="Soketi config file (its SOKETI_* variables are read too)")
     for role in Role:
         p = sub.add_parser(role.value, help=helps[role])
         for option in OPTIONS:
-            default = _parse_bound(option, env[option.env]) if option.env in env else option.default
+            if option.env in env:
+                default = _parse_bound(option, env[option.env])
+            elif option.name in soketi:
+                default = _soketi_value(option, soketi[option.name])
+            else:
+                default = option.default
             p.add_argument(
                 option.flag,
                 dest=option.name,
@@ -191,6 +220,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     """Resolve Settings from arguments and environment; raise ConfigError on a bad combination."""
     args = vars(build_parser(env).parse_args(list(argv)))
+    soketi = soketi_setup(args.get("soketi_config"), env)
+    if soketi is not None:
+        if args["apps_file"] and soketi.apps_given:
+            raise ConfigError("give the apps once: in the Soketi setup or in --apps-file, not both")
+        args = vars(build_parser(env, soketi.options).parse_args(list(argv)))
     role = Role(args.pop("role"))
     if role in (Role.WS, Role.INGEST) and not args["redis_url"]:
         raise ConfigError(f"hub {role.value} needs --redis-url (or HUB_REDIS_URL)")
@@ -210,7 +244,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError("webhook batch ms must be 0 (off) or positive")
     args["node_id"] = args["node_id"] or secrets.token_hex(6)
     args["admin_token"] = _admin_token(args["admin_token"], args["admin_token_file"])
-    return Settings(role=role, **args)
+    return Settings(role=role, **args, soketi=soketi)
 
 
 def _admin_token(token: str | None, token_file: str | None) -> str | None:
@@ -233,4 +267,6 @@ def load_apps(settings: Settings, env: Mapping[str, str]) -> AppRegistry:
     """The apps this node serves: the apps file, or the default app from the environment."""
     if settings.apps_file:
         return load_apps_file(settings.apps_file)
+    if settings.soketi is not None:
+        return AppRegistry(app_from_mapping(app, i) for i, app in enumerate(settings.soketi.apps))
     return AppRegistry([default_app(env)])
