@@ -65,12 +65,13 @@ def make_backends(settings: Settings, metrics: Metrics) -> Backends:
             MemoryBroker(), MemoryClusterState(settings.node_id), MemoryCoordination(), MemoryWebhookQueue()
         )
     from hub.broker.redis import RedisBroker
-    from hub.redis_connection import create_client, parse_redis_url
+    from hub.redis_topology import parse_topology
     from hub.state.redis import RedisClusterState
     from hub.state.redis_coordination import RedisCoordination
     from hub.webhooks.redis_queue import RedisWebhookQueue
 
-    client = create_client(parse_redis_url(settings.redis_url), timeout=2.0, name=f"hub-{settings.node_id}")
+    # Single Redis, Sentinel or Cluster: the coordination and webhook-queue keys work on all three.
+    client = parse_topology(settings.redis_url).command_client(timeout=2.0, name=f"hub-{settings.node_id}")
     return Backends(
         RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id, metrics),
         RedisClusterState(settings.redis_url, settings.redis_prefix, settings.node_id),

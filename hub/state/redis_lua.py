@@ -1,19 +1,17 @@
-"""Lua scripts of the Redis ClusterState: each join, leave and share removal is one atomic script.
+"""Lua scripts of the Redis ClusterState: each join, leave and share change is one atomic script on one slot.
 
-Layout they rely on (``{p}`` = prefix, ``{a}`` = app id, ``{n}`` = node id; see ``hub.state.redis``):
+Every key a script touches is passed in KEYS, and all keys of one call are in one slot (see the layout in
+``hub.state.redis``): an app's scripts touch only keys tagged ``{p:a}``, the liveness scripts only keys
+tagged ``{p:#nodes}``. Scripts that work on several share fields at once (drain, resync) are told the
+fields by the client, which read them first; for each presence field the client passes the channel's
+presence and members keys and the field names the index of its presence key in KEYS (members follows).
+The scripts are run through ``hub.state.redis_scripts``, whose shebang lets Redis 7 refuse any key of
+another slot.
 
-- totals, cluster-wide: ``{p}:{a}:conns`` (string), ``{p}:{a}:channels`` (hash channel -> sockets),
-  ``{p}:{a}:presence:{channel}`` (hash user -> sockets), ``{p}:{a}:members:{channel}`` (hash user -> info
-  JSON), ``{p}:{a}:users`` (hash user -> signed-in sockets);
-- each node's share of those totals: ``{p}:#node:{n}:conns`` (app -> n), ``…:channels`` ("app\\nchannel"
-  -> n), ``…:presence`` ("app\\nchannel\\nuser" -> n), ``…:users`` ("app\\nuser" -> n). A total is always
-  the sum of the shares, so removing a node means subtracting its share: no SCAN, no per-node fields
-  to hunt for. User ids may contain anything, so they come last in a share field.
-- ``{p}:#nodes`` (zset node -> last heartbeat, Redis time in ms) and ``{p}:#reaping`` (zset node -> claim
-  time) for nodes whose share is being removed.
-
-Scripts that build keys themselves (draining and resync) take the prefix as ARGV[1]; this is fine on a
-single Redis or Sentinel setup, not on Redis Cluster.
+Epochs: a node's epoch (Redis ms clock, strictly increasing per node) is recorded in ``{p:#nodes}:epochs``
+when it resyncs, and in ``{p:a}:node:<n>:epoch`` before it first writes a share of app ``a`` in that epoch.
+A reaper drains app ``a`` of node ``n`` only while that app epoch is not newer than the epoch it read when
+it claimed ``n``: a node that came back and resynced has a newer one, and its rebuilt share is left alone.
 """
 
 from __future__ import annotations
@@ -23,6 +21,11 @@ _HELPERS = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Epochs are ms timestamps: print them as integers, never as 1.7e+12.
+local function int(n)
+  return string.format('%d', n)
 end
 
 -- Add delta to a node's share field without going below zero; return the delta actually applied.
@@ -67,51 +70,53 @@ local function counter_add(key, delta)
   return t
 end
 
-local function split2(f)
-  local i = string.find(f, '\n', 1, true)
-  return string.sub(f, 1, i - 1), string.sub(f, i + 1)
+-- A presence share field is "channel\nuser" (channel names have no newline; user ids may have anything).
+local function user_of(field)
+  local i = string.find(field, '\n', 1, true)
+  return string.sub(field, i + 1)
 end
 
-local function split3(f)
-  local a, rest = split2(f)
-  local b, c = split2(rest)
-  return a, b, c
+-- Raise the app epoch of a node's share to at least e (never lower it: a late call of an older epoch
+-- must not reopen a rebuilt share to a reaper).
+local function raise_epoch(key, e)
+  if tonumber(redis.call('GET', key) or '0') < tonumber(e) then
+    redis.call('SET', key, e)
+  end
 end
 """
 
-# Key builders for the scripts that derive keys from share fields; must match hub.state.redis.
-_KEYS = r"""
-local P = ARGV[1]
-local function k_conns(app) return P .. ':' .. app .. ':conns' end
-local function k_channels(app) return P .. ':' .. app .. ':channels' end
-local function k_presence(app, ch) return P .. ':' .. app .. ':presence:' .. ch end
-local function k_members(app, ch) return P .. ':' .. app .. ':members:' .. ch end
-local function k_users(app) return P .. ':' .. app .. ':users' end
-"""
-
-# KEYS: app conns total, node conns share. ARGV: app id, limit (-1 = none). Returns 1 if counted, 0 if full.
+# KEYS: app conns total, node conns share (string). ARGV: limit (-1 = none). Returns 1 if counted, 0 if full.
 ADD_CONNECTION = r"""
-local limit = tonumber(ARGV[2])
+local limit = tonumber(ARGV[1])
 if limit >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= limit then
   return 0
 end
 redis.call('INCR', KEYS[1])
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('INCR', KEYS[2])
 return 1
 """
 
-# KEYS: app conns total, node conns share. ARGV: app id.
+# Same keys; a node holding no socket of the app changes nothing.
 REMOVE_CONNECTION = (
     _HELPERS
     + r"""
-counter_add(KEYS[1], share_add(KEYS[2], ARGV[1], -1))
-return 0
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n <= 0 then
+  return 0
+end
+if n == 1 then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('DECR', KEYS[2])
+end
+counter_add(KEYS[1], -1)
+return 1
 """
 )
 
-# KEYS: app channels total, node channels share. ARGV: channel, share field. Returns the total after.
+# KEYS: app channels total, node channels share. ARGV: channel. Returns the total after.
 JOIN_CHANNEL = r"""
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
 
@@ -119,7 +124,7 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 LEAVE_CHANNEL = (
     _HELPERS
     + r"""
-return total_add(KEYS[1], ARGV[1], share_add(KEYS[2], ARGV[2], -1))
+return total_add(KEYS[1], ARGV[1], share_add(KEYS[2], ARGV[1], -1))
 """
 )
 
@@ -155,9 +160,9 @@ return 0
 """
 )
 
-# KEYS: app users total, node users share. ARGV: user, share field. Returns 1 when it is the user's first socket.
+# KEYS: app users total, node users share. ARGV: user. Returns 1 when it is the user's first socket.
 USER_SIGNED_IN = r"""
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 and 1 or 0
 """
 
@@ -165,7 +170,7 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 and 1 or 0
 USER_SIGNED_OUT = (
     _HELPERS
     + r"""
-local delta = share_add(KEYS[2], ARGV[2], -1)
+local delta = share_add(KEYS[2], ARGV[1], -1)
 if delta == 0 then
   return 0
 end
@@ -173,7 +178,17 @@ return total_add(KEYS[1], ARGV[1], delta) == 0 and 1 or 0
 """
 )
 
-# KEYS: nodes zset, reaping zset. ARGV: node. Returns 1 if the node was registered, 0 if it had been reaped.
+# KEYS: the node's app epoch key. ARGV: the node's epoch. Run (with SADD of the app to the node's app
+# index) before the node's first share write of the app in an epoch.
+REGISTER_APP = (
+    _HELPERS
+    + r"""
+raise_epoch(KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: alive zset. ARGV: node. Returns 1 if the node was registered, 0 if it had been reaped (or lost).
 HEARTBEAT = (
     _HELPERS
     + r"""
@@ -183,189 +198,228 @@ return known and 1 or 0
 """
 )
 
-# KEYS: nodes zset, reaping zset. ARGV: silence ms, own node id, stale claim ms.
-# Moves nodes silent for longer than silence into reaping and returns them, plus nodes whose earlier reaping
-# was abandoned (a reaper that died midway) so their leftovers are finished.
+# KEYS: alive zset, reaping zset, epochs hash. ARGV: silence ms, own node id, stale claim ms.
+# Moves nodes silent for longer than silence into reaping, plus nodes whose earlier reaping was abandoned
+# (a reaper that died midway), and returns them with their epochs: {node, epoch, node, epoch, ...}. A node
+# without a recorded epoch (lost with a Redis failover) is claimed at the current time, which is older than
+# any epoch it can take later.
 CLAIM_DEAD = (
     _HELPERS
     + r"""
 local now = now_ms()
 local claimed = {}
+local function claim(node)
+  redis.call('ZADD', KEYS[2], now, node)
+  table.insert(claimed, node)
+  table.insert(claimed, redis.call('HGET', KEYS[3], node) or int(now))
+end
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))) do
   if node ~= ARGV[2] then
     redis.call('ZREM', KEYS[1], node)
-    redis.call('ZADD', KEYS[2], now, node)
-    table.insert(claimed, node)
+    claim(node)
   end
 end
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[3])))) do
   if node ~= ARGV[2] then
-    redis.call('ZADD', KEYS[2], now, node)
-    table.insert(claimed, node)
+    claim(node)
   end
 end
 return claimed
 """
 )
 
-# KEYS: nodes zset, reaping zset. ARGV: own node id. Marks this node's share as being withdrawn.
+# KEYS: alive zset, reaping zset, epochs hash. ARGV: own node id, own epoch.
+# Marks this node's share as being withdrawn; returns the epoch to drain it at.
 CLAIM_SELF = (
     _HELPERS
     + r"""
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], now_ms(), ARGV[1])
-return 1
+local e = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+return int(math.max(e, tonumber(ARGV[2])))
 """
 )
 
-# KEYS: reaping zset, the node's share of one kind. ARGV: prefix, node, kind, batch size.
-# Removes up to about batch-size fields of the share and subtracts them from the totals. Returns
-# {-1} if the claim was cancelled (the node came back and resynced), {0} when the share is empty, else
-# {1, ...transitions}: channels: app, channel, total after (per field); presence: app, channel, user (per
-# member removed); users: app, user (per user gone offline); conns: nothing.
-DRAIN_SHARE = (
+# KEYS: the node's app epoch, app totals (conns, channels, users), the node's shares of the app (conns,
+# channels, presence, users), then presence/members key pairs.
+# ARGV: claimed epoch, then count + channels, count + (presence field, index of its presence key) pairs,
+# count + users: share fields the client read. Each named field is re-read here and removed with its
+# count subtracted from the total; the conns share is always drained.
+# Returns {-1} if the node resynced this app since the claim (newer app epoch: leave it), else
+# {empty, {channel, total after, ...}, {channel, user, ...} members removed, {user, ...} gone offline} where
+# empty is 1 once every share of the app is gone (the app epoch key is then removed too).
+DRAIN_APP = (
     _HELPERS
-    + _KEYS
     + r"""
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+if tonumber(redis.call('GET', KEYS[1]) or '0') > tonumber(ARGV[1]) then
   return {-1}
 end
-if redis.call('HLEN', KEYS[2]) == 0 then
-  return {0}
+local n = tonumber(redis.call('GET', KEYS[5]) or '0')
+redis.call('DEL', KEYS[5])
+if n > 0 then
+  counter_add(KEYS[2], -n)
 end
-local kind = ARGV[3]
-local cursor = '0'
-local fields
-repeat
-  local scan = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', tonumber(ARGV[4]))
-  cursor = scan[1]
-  fields = scan[2]
-until #fields > 0 or cursor == '0'
-local out = {1}
-for i = 1, #fields, 2 do
-  local field = fields[i]
-  local n = tonumber(fields[i + 1])
-  redis.call('HDEL', KEYS[2], field)
-  if kind == 'conns' then
-    counter_add(k_conns(field), -n)
-  elseif kind == 'channels' then
-    local app, ch = split2(field)
-    local t = total_add(k_channels(app), ch, -n)
-    table.insert(out, app)
-    table.insert(out, ch)
-    table.insert(out, t)
-  elseif kind == 'presence' then
-    local app, ch, user = split3(field)
-    if total_add(k_presence(app, ch), user, -n) == 0 then
-      redis.call('HDEL', k_members(app, ch), user)
-      table.insert(out, app)
-      table.insert(out, ch)
-      table.insert(out, user)
-    end
-  elseif kind == 'users' then
-    local app, user = split2(field)
-    if total_add(k_users(app), user, -n) == 0 then
-      table.insert(out, app)
-      table.insert(out, user)
+local at = 2
+local channels, members, users = {}, {}, {}
+for _ = 1, tonumber(ARGV[at]) do
+  at = at + 1
+  local ch = ARGV[at]
+  local c = tonumber(redis.call('HGET', KEYS[6], ch) or '0')
+  if c > 0 then
+    redis.call('HDEL', KEYS[6], ch)
+    table.insert(channels, ch)
+    table.insert(channels, total_add(KEYS[3], ch, -c))
+  end
+end
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  local field, k = ARGV[at + 1], tonumber(ARGV[at + 2])
+  at = at + 2
+  local c = tonumber(redis.call('HGET', KEYS[7], field) or '0')
+  if c > 0 then
+    redis.call('HDEL', KEYS[7], field)
+    local user = user_of(field)
+    if total_add(KEYS[k], user, -c) == 0 then
+      redis.call('HDEL', KEYS[k + 1], user)
+      table.insert(members, field)
     end
   end
+end
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  at = at + 1
+  local user = ARGV[at]
+  local c = tonumber(redis.call('HGET', KEYS[8], user) or '0')
+  if c > 0 then
+    redis.call('HDEL', KEYS[8], user)
+    if total_add(KEYS[4], user, -c) == 0 then
+      table.insert(users, user)
+    end
+  end
+end
+local empty = redis.call('HLEN', KEYS[6]) + redis.call('HLEN', KEYS[7]) + redis.call('HLEN', KEYS[8]) == 0
+if empty then
+  redis.call('DEL', KEYS[1])
+end
+return {empty and 1 or 0, channels, members, users}
+"""
+)
+
+# KEYS: reaping zset, epochs hash, the node's app index set. ARGV: node, claimed epoch, then the apps drained.
+# Ends a reaping or withdrawal: {-1} if the node resynced since the claim (its resync took over), {0, app,
+# ...} with apps added to the index meanwhile (drain those, then call again), {1} when done (the node's
+# liveness records are removed).
+FINISH_DRAIN = (
+    _HELPERS
+    + r"""
+local e = redis.call('HGET', KEYS[2], ARGV[1])
+if e and tonumber(e) ~= tonumber(ARGV[2]) then
+  return {-1}
+end
+local drained = {}
+for i = 3, #ARGV do
+  drained[ARGV[i]] = true
+end
+local missing = {0}
+for _, app in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if not drained[app] then
+    table.insert(missing, app)
+  end
+end
+if #missing > 1 then
+  return missing
+end
+redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return {1}
+"""
+)
+
+# KEYS: alive zset, reaping zset, epochs hash, the node's app index set. ARGV: node, then the apps of the
+# snapshot. Starts a resync: a new epoch (Redis ms clock, above the node's last), the snapshot's apps in
+# the index, any reaping of the node cancelled, the node alive. Returns {epoch, indexed app, ...}.
+RESYNC_BEGIN = (
+    _HELPERS
+    + r"""
+local node = ARGV[1]
+local now = now_ms()
+local e = int(math.max(now, tonumber(redis.call('HGET', KEYS[3], node) or '0') + 1))
+redis.call('HSET', KEYS[3], node, e)
+-- SADD in slices: unpack() of a huge table would overflow Lua's C stack.
+local batch = {}
+for i = 2, #ARGV do
+  table.insert(batch, ARGV[i])
+  if #batch >= 1000 then
+    redis.call('SADD', KEYS[4], unpack(batch))
+    batch = {}
+  end
+end
+if #batch > 0 then
+  redis.call('SADD', KEYS[4], unpack(batch))
+end
+redis.call('ZREM', KEYS[2], node)
+redis.call('ZADD', KEYS[1], now, node)
+local out = {e}
+for _, app in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  table.insert(out, app)
 end
 return out
 """
 )
 
-# KEYS: reaping zset, then the node's four share keys. ARGV: node. Ends a reaping or withdrawal once every
-# share is empty (a socket may have joined meanwhile); returns 1 when done, 0 if the caller must drain again.
-FINISH_DRAIN = r"""
-for i = 2, #KEYS do
-  if redis.call('HLEN', KEYS[i]) > 0 then
-    return 0
-  end
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
-"""
-
-# KEYS: nodes, reaping, then the node's shares: conns, channels, presence, users.
-# ARGV: prefix, node, then per kind (conns, channels, presence, users) a count followed by that many
-# entries: field and count (presence: field, count, info JSON).
-# Replaces the node's whole share, applying only the differences to the totals, cancels any reaping of
-# it and registers it alive. Transitions are not reported: the caller rebuilt the share from its sockets.
-RESYNC = (
+# KEYS: as DRAIN_APP (app epoch, totals, shares, presence/members pairs).
+# ARGV: epoch, conns (-1 = leave as is), count + (channel, n), count + (presence field, key index, n, info
+# JSON), count + (user, n). Sets each named share field to n, applying the difference to its total, and
+# raises the app epoch: one batch of a resync, which names every field of the snapshot and every field
+# of the old share that the snapshot lacks (n = 0). Transitions are not reported: the caller rebuilt its
+# share from its sockets.
+RESYNC_APP = (
     _HELPERS
-    + _KEYS
     + r"""
-local node = ARGV[2]
-redis.call('ZREM', KEYS[2], node)
+raise_epoch(KEYS[1], ARGV[1])
+local conns = tonumber(ARGV[2])
+if conns >= 0 then
+  local old = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if conns == 0 then
+    redis.call('DEL', KEYS[5])
+  else
+    redis.call('SET', KEYS[5], conns)
+  end
+  counter_add(KEYS[2], conns - old)
+end
+local function set_field(share, field, n)
+  local old = tonumber(redis.call('HGET', share, field) or '0')
+  if n == 0 then
+    redis.call('HDEL', share, field)
+  else
+    redis.call('HSET', share, field, n)
+  end
+  return n - old
+end
 local at = 3
-local kinds = {'conns', 'channels', 'presence', 'users'}
-for k = 1, 4 do
-  local kind = kinds[k]
-  local share = KEYS[k + 2]
-  local old = {}
-  local flat = redis.call('HGETALL', share)
-  for i = 1, #flat, 2 do
-    old[flat[i]] = tonumber(flat[i + 1])
-  end
-  local count = tonumber(ARGV[at])
-  at = at + 1
-  local new = {}
-  local order = {}
-  local infos = {}
-  for _ = 1, count do
-    local field = ARGV[at]
-    new[field] = tonumber(ARGV[at + 1])
-    table.insert(order, field)
-    if kind == 'presence' then
-      infos[field] = ARGV[at + 2]
-      at = at + 3
-    else
-      at = at + 2
-    end
-  end
-  local function apply(field, delta)
-    if kind == 'conns' then
-      counter_add(k_conns(field), delta)
-    elseif kind == 'channels' then
-      local app, ch = split2(field)
-      total_add(k_channels(app), ch, delta)
-    elseif kind == 'presence' then
-      local app, ch, user = split3(field)
-      if total_add(k_presence(app, ch), user, delta) == 0 then
-        redis.call('HDEL', k_members(app, ch), user)
-      elseif infos[field] then
-        redis.call('HSETNX', k_members(app, ch), user, infos[field])
-      end
-    else
-      local app, user = split2(field)
-      total_add(k_users(app), user, delta)
-    end
-  end
-  for _, field in ipairs(order) do
-    apply(field, new[field] - (old[field] or 0))
-    old[field] = nil
-  end
-  for field, n in pairs(old) do
-    apply(field, -n)
-  end
-  redis.call('DEL', share)
-  local pairs_out = {}
-  for _, field in ipairs(order) do
-    if new[field] > 0 then
-      table.insert(pairs_out, field)
-      table.insert(pairs_out, new[field])
-    end
-    -- HSET in slices: unpack() of a huge table would overflow Lua's C stack.
-    if #pairs_out >= 1000 then
-      redis.call('HSET', share, unpack(pairs_out))
-      pairs_out = {}
-    end
-  end
-  if #pairs_out > 0 then
-    redis.call('HSET', share, unpack(pairs_out))
+for _ = 1, tonumber(ARGV[at]) do
+  local ch, n = ARGV[at + 1], tonumber(ARGV[at + 2])
+  at = at + 2
+  total_add(KEYS[3], ch, set_field(KEYS[6], ch, n))
+end
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  local field, k, n, info = ARGV[at + 1], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), ARGV[at + 4]
+  at = at + 4
+  local user = user_of(field)
+  if total_add(KEYS[k], user, set_field(KEYS[7], field, n)) == 0 then
+    redis.call('HDEL', KEYS[k + 1], user)
+  elseif info ~= '' then
+    redis.call('HSETNX', KEYS[k + 1], user, info)
   end
 end
-redis.call('ZADD', KEYS[1], now_ms(), node)
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  local user, n = ARGV[at + 1], tonumber(ARGV[at + 2])
+  at = at + 2
+  total_add(KEYS[4], user, set_field(KEYS[8], user, n))
+end
 return 1
 """
 )

@@ -116,7 +116,7 @@ class RedisWebhookQueue(WebhookQueue):
         self._urls = f"{tag}:urls"
         self._leased = f"{tag}:leased"
         self._held = f"{tag}:held"
-        scripts = ScriptRunner(client)
+        self._scripts = scripts = ScriptRunner(client)
         self._push = scripts.script(_PUSH)
         self._lease = scripts.script(_LEASE)
         self._ack = scripts.script(_ACK)
@@ -126,6 +126,7 @@ class RedisWebhookQueue(WebhookQueue):
 
     async def _call(self, call: Any) -> Any:
         try:
+            await self._scripts.ready()
             return await call
         except (RedisError, OSError) as exc:
             raise WebhookQueueUnavailable(str(exc)) from None

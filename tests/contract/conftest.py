@@ -2,8 +2,8 @@
 
 Redis runs as a real `redis-server` shared by the session; each test gets its own key prefix, so tests
 never see each other's keys or channels. Outage tests start their own server (see test_redis_failures).
-The webhook-queue contract also runs on a Redis Cluster (``store`` fixture), one per session: the prefix
-keeps tests apart there too.
+The state, coordination and webhook-queue contracts also run on a Redis Cluster (3 primaries + 3 replicas)
+and under Sentinel (``store`` fixture), each started once per session: the prefix keeps tests apart there too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from hub.broker.base import Broker, MessageHandler
@@ -23,11 +22,13 @@ from hub.broker.envelope import Envelope
 from hub.broker.memory import MemoryBroker
 from hub.broker.redis import RedisBroker
 from hub.metrics import Metrics
+from hub.redis_topology import parse_topology
 from hub.state.base import ClusterState
 from hub.state.memory import MemoryClusterState, MemoryStore
 from hub.state.redis import RedisClusterState
 from hub.state.redis_scripts import RedisClient
-from tests.support.ports import free_port
+from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_sentinel import RedisSentinel
 from tests.support.redis_server import RedisServer
 from tests.support.requirements import require_executable
 
@@ -44,43 +45,21 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-class OneNodeCluster(RedisServer):
-    """A Redis Cluster of one primary owning every slot: CROSSSLOT and the scripts' slot checks apply as on many."""
-
-    def __init__(self) -> None:
-        bus = ["--cluster-port", str(free_port())]  # else port + 10000, which may be taken or above 65535
-        super().__init__(extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *bus])
-
-    @property
-    def cluster_url(self) -> str:
-        """redis+cluster:// URL with this node as the seed."""
-        return f"redis+cluster://{self.host}:{self.port}"
-
-    def start(self, *, timeout: float = 10.0) -> OneNodeCluster:
-        """Start, assign all slots, wait until the cluster says ok."""
-        super().start(timeout=timeout)
-        client = redis.Redis(host=self.host, port=self.port)
-        try:
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
-            deadline = time.monotonic() + timeout
-            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):  # type: ignore[no-untyped-call]
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"one-node cluster not ok after {timeout} s:\n{self.log()}")
-                time.sleep(0.02)
-        finally:
-            client.close()
-        return self
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One Redis Cluster (3 primaries + 3 replicas) for the session's contract tests."""
+    require_executable("redis-server")
+    require_executable("redis-cli")
+    with RedisCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[OneNodeCluster]:
-    """One Redis Cluster for the session's contract tests."""
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    """One Sentinel setup (primary, replica, 3 sentinels) for the session's contract tests."""
     require_executable("redis-server")
-    server = OneNodeCluster().start()
-    try:
-        yield server
-    finally:
-        server.close()
+    with RedisSentinel() as setup:
+        yield setup
 
 
 @pytest.fixture
@@ -129,9 +108,7 @@ class Implementation:
 
     def command_client(self) -> RedisClient:
         """A redis-py client of this implementation's Redis (single, Sentinel or Cluster)."""
-        if self.kind == "cluster":
-            return aioredis.RedisCluster.from_url(self.redis_url.replace("redis+cluster://", "redis://"))
-        return aioredis.Redis.from_url(self.redis_url)
+        return parse_topology(self.redis_url).command_client(timeout=TIMEOUT)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -143,15 +120,18 @@ def implementation(request: pytest.FixtureRequest, prefix: str) -> Implementatio
     return Implementation("redis", server.url, prefix)
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 def store(request: pytest.FixtureRequest, prefix: str) -> Implementation:
-    """Where shared state lives, for the webhook-queue contract: memory, a single Redis, or a Redis Cluster
-    (each test runs once per kind; each Redis starts once per session)."""
+    """Where shared state lives, for the state, coordination and webhook-queue contracts: memory, a single
+    Redis, a Redis Cluster or Sentinel (each test runs once per kind; each Redis starts once per session)."""
     if request.param == "memory":
         return Implementation("memory")
     if request.param == "cluster":
-        cluster: OneNodeCluster = request.getfixturevalue("redis_cluster")
-        return Implementation("cluster", cluster.cluster_url, prefix)
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return Implementation("cluster", cluster.url, prefix)
+    if request.param == "sentinel":
+        sentinel: RedisSentinel = request.getfixturevalue("redis_sentinel")
+        return Implementation("sentinel", sentinel.url, prefix)
     server: RedisServer = request.getfixturevalue("redis_server")
     return Implementation("redis", server.url, prefix)
 
@@ -191,9 +171,9 @@ class StateCluster:
 
 
 @pytest.fixture
-async def cluster(implementation: Implementation) -> AsyncIterator[StateCluster]:
-    """Nodes over the memory store or over Redis (each test runs once per implementation)."""
-    made = StateCluster(implementation.kind, implementation.redis_url, implementation.prefix)
+async def cluster(store: Implementation) -> AsyncIterator[StateCluster]:
+    """Nodes over the memory store or over Redis (each test runs once per store)."""
+    made = StateCluster(store.kind, store.redis_url, store.prefix)
     yield made
     await made.close()
 

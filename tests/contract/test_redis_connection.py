@@ -160,8 +160,8 @@ async def test_database_number_in_the_url_holds_the_state(
     try:
         await state.start()
         await state.join_channel(APP, "in-db-3")
-        assert await db3.hget(f"{prefix}:{APP}:channels", "in-db-3") == b"1"
-        assert await redis_client.exists(f"{prefix}:{APP}:channels") == 0
+        assert await db3.hget(f"{{{prefix}:{APP}}}:channels", "in-db-3") == b"1"
+        assert await redis_client.exists(f"{{{prefix}:{APP}}}:channels") == 0
     finally:
         await db3.aclose()
         await state.close()

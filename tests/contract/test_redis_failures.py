@@ -383,8 +383,8 @@ async def test_a_reaping_abandoned_midway_is_finished_by_a_later_reaper(
     # What a reaper that died right after claiming B leaves behind: B claimed long ago, share untouched.
     raw = aioredis.Redis.from_url(server.url)
     try:
-        await raw.zrem(f"{PREFIX}:#nodes", "b")
-        await raw.zadd(f"{PREFIX}:#reaping", {"b": int(time.time() * 1000) - 120_000})
+        await raw.zrem(f"{{{PREFIX}:#nodes}}:alive", "b")
+        await raw.zadd(f"{{{PREFIX}:#nodes}}:reaping", {"b": int(time.time() * 1000) - 120_000})
     finally:
         await raw.aclose()
     departures = await a.reap_dead_nodes(silence=10.0)

@@ -7,15 +7,25 @@ from redis.exceptions import ResponseError
 
 from hub.state.redis_scripts import ScriptRunner
 from tests.contract.conftest import Implementation
+from tests.support.redis_cluster import RedisCluster, slot_of
 
 
 @pytest.mark.parametrize("store", ["cluster"], indirect=True)
-async def test_a_script_reaching_a_key_outside_its_callers_slot_is_refused(store: Implementation) -> None:
+async def test_a_script_reaching_a_key_of_another_slot_is_refused_even_on_the_same_node(
+    store: Implementation, redis_cluster: RedisCluster
+) -> None:
+    mine = f"{{{store.prefix}}}:key"
+    owner = redis_cluster.primary_for_slot(slot_of(mine))
+    other = next(
+        key
+        for key in (f"{{other-{i}}}:key" for i in range(10_000))
+        if slot_of(key) != slot_of(mine) and redis_cluster.primary_for_slot(slot_of(key)).port == owner.port
+    )
     client = store.command_client()
     try:
-        script = ScriptRunner(client).script("return redis.call('GET', '{other}:key')")
+        script = ScriptRunner(client).script(f"return redis.call('GET', '{other}')")
         with pytest.raises(ResponseError, match="same slot"):
-            await script([f"{{{store.prefix}}}:key"])
+            await script([mine])
     finally:
         await client.aclose()
 
