@@ -57,6 +57,19 @@ def report_soketi_setup(settings: Settings) -> None:
         log.warning("soketi_options_not_applied", options="; ".join(soketi.not_applied))
 
 
+def report_unused_app_settings(apps: AppRegistry) -> None:
+    """Name the apps-file settings the server accepts but has no use for, so none goes unnoticed."""
+    keyed = sorted(app.id for app in apps if app.encryption_master_key_base64)
+    if keyed:
+        log.warning(
+            "app_setting_not_used",
+            setting="encryption_master_key_base64",
+            app_ids=keyed,
+            reason="private-encrypted- channels are end-to-end: the server relays ciphertext; the key belongs "
+            "in your backend SDK",
+        )
+
+
 def print_soketi_setup(args: Sequence[str], env: Mapping[str, str]) -> int:
     """``hub soketi-config FILE``: the equivalent apps file on stdout, the flags and what is left out on stderr."""
     parser = argparse.ArgumentParser(prog="hub soketi-config", description="Print the hub setup of a Soketi config.")
@@ -86,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     if settings.soketi is not None:
         report_soketi_setup(settings)
+    report_unused_app_settings(apps)
     try:
         return asyncio.run(run(settings, apps))
     except KeyboardInterrupt:

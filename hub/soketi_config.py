@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,11 @@ def _app_default(name: str, convert: Callable[[Any], Any] = lambda v: v) -> Appl
         b.app_defaults[name] = convert(value)
 
     return apply
+
+
+def _warned(path: str, env: str | None, why: str) -> SoketiOption:
+    """A row for an option hub does not apply: named at start-up with ``why``."""
+    return SoketiOption(path, env, _warn(why), f"warned: {why}")
 
 
 def _warn(why: str) -> Apply:
@@ -220,6 +225,7 @@ REDIS_FROM_URL = "hub connects with its own client, configured from the Redis UR
 APPS_IN_MEMORY = "hub holds its apps in memory"
 NO_DISCOVERY = "hub nodes find each other through Redis, not by UDP discovery"
 NOT_SELECTED = "its driver is not selected"
+SQL_ONLY = "only Soketi's SQL app managers use it"
 HUB_CORS = "hub allows GET, POST, OPTIONS and a fixed list of headers"
 QUEUE_IN_REDIS = "hub queues webhooks in Redis (in memory without Redis) and delivers them itself"
 
@@ -255,16 +261,16 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     SoketiOption(
         "appManager.array.apps", None, _apps, "the apps (see the app keys below); `SOKETI_DEFAULT_APP_*` set the first"
     ),
-    SoketiOption("appManager.cache.enabled", "APP_MANAGER_CACHE_ENABLED", _warn(APPS_IN_MEMORY), "warned"),
-    SoketiOption("appManager.cache.ttl", "APP_MANAGER_CACHE_TTL", _warn(APPS_IN_MEMORY), "warned"),
-    SoketiOption("appManager.dynamodb.table", "APP_MANAGER_DYNAMODB_TABLE", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("appManager.dynamodb.region", "APP_MANAGER_DYNAMODB_REGION", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("appManager.dynamodb.endpoint", "APP_MANAGER_DYNAMODB_ENDPOINT", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("appManager.mysql.table", "APP_MANAGER_MYSQL_TABLE", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("appManager.mysql.version", "APP_MANAGER_MYSQL_VERSION", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("appManager.mysql.useMysql2", "APP_MANAGER_MYSQL_USE_V2", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("appManager.postgres.table", "APP_MANAGER_POSTGRES_TABLE", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("appManager.postgres.version", "APP_MANAGER_POSTGRES_VERSION", _warn(NOT_SELECTED), "warned"),
+    _warned("appManager.cache.enabled", "APP_MANAGER_CACHE_ENABLED", APPS_IN_MEMORY),
+    _warned("appManager.cache.ttl", "APP_MANAGER_CACHE_TTL", APPS_IN_MEMORY),
+    _warned("appManager.dynamodb.table", "APP_MANAGER_DYNAMODB_TABLE", NOT_SELECTED),
+    _warned("appManager.dynamodb.region", "APP_MANAGER_DYNAMODB_REGION", NOT_SELECTED),
+    _warned("appManager.dynamodb.endpoint", "APP_MANAGER_DYNAMODB_ENDPOINT", NOT_SELECTED),
+    _warned("appManager.mysql.table", "APP_MANAGER_MYSQL_TABLE", NOT_SELECTED),
+    _warned("appManager.mysql.version", "APP_MANAGER_MYSQL_VERSION", NOT_SELECTED),
+    _warned("appManager.mysql.useMysql2", "APP_MANAGER_MYSQL_USE_V2", NOT_SELECTED),
+    _warned("appManager.postgres.table", "APP_MANAGER_POSTGRES_TABLE", NOT_SELECTED),
+    _warned("appManager.postgres.version", "APP_MANAGER_POSTGRES_VERSION", NOT_SELECTED),
     # Server-wide defaults of the apps' limits
     SoketiOption(
         "channelLimits.maxNameLength",
@@ -324,18 +330,15 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     SoketiOption(
         "httpApi.requestLimitInMb", None, _option("max_http_body_kb", _kb_from_mb), "`--max-http-body-kb` (MB to KB)"
     ),
-    SoketiOption(
+    _warned(
         "httpApi.acceptTraffic.memoryThreshold",
         "HTTP_ACCEPT_TRAFFIC_MEMORY_THRESHOLD",
-        _warn("hub has no /accept-traffic; probe /ready"),
-        "warned",
+        "hub has no /accept-traffic; probe /ready",
     ),
     SoketiOption("cors.origin", None, _cors_origins, "`--cors-origins`"),
-    SoketiOption(
-        "cors.credentials", None, _warn("hub sends no Access-Control-Allow-Credentials (nor does Soketi)"), "warned"
-    ),
-    SoketiOption("cors.methods", None, _warn(HUB_CORS), "warned"),
-    SoketiOption("cors.allowedHeaders", None, _warn(HUB_CORS), "warned"),
+    _warned("cors.credentials", None, "hub sends no Access-Control-Allow-Credentials (nor does Soketi)"),
+    _warned("cors.methods", None, HUB_CORS),
+    _warned("cors.allowedHeaders", None, HUB_CORS),
     # Webhooks
     SoketiOption(
         "webhooks.batching.enabled",
@@ -359,9 +362,7 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     SoketiOption("metrics.port", "METRICS_SERVER_PORT", _metrics_port, "`--metrics-port`"),
     SoketiOption("metrics.host", "METRICS_HOST", _metrics_host, "warned unless it equals `host`"),
     SoketiOption("metrics.driver", "METRICS_DRIVER", _metrics_driver, "`prometheus`: as given; others warned"),
-    SoketiOption(
-        "metrics.prometheus.prefix", "METRICS_PROMETHEUS_PREFIX", _warn("hub's metric names start with hub_"), "warned"
-    ),
+    _warned("metrics.prometheus.prefix", "METRICS_PROMETHEUS_PREFIX", "hub's metric names start with hub_"),
     # Scaling: the adapter and the Redis behind it
     SoketiOption(
         "adapter.driver",
@@ -380,14 +381,12 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
         _cluster_mode,
         "`true`: `--redis-url redis+cluster://...` from `database.redis.clusterNodes`",
     ),
-    SoketiOption("adapter.redis.requestsTimeout", "ADAPTER_REDIS_REQUESTS_TIMEOUT", _warn(NO_NODE_REQUESTS), "warned"),
-    SoketiOption("adapter.redis.redisPubOptions", "ADAPTER_REDIS_PUB_OPTIONS", _warn(REDIS_FROM_URL), "warned"),
-    SoketiOption("adapter.redis.redisSubOptions", "ADAPTER_REDIS_SUB_OPTIONS", _warn(REDIS_FROM_URL), "warned"),
-    SoketiOption(
-        "adapter.cluster.requestsTimeout", "ADAPTER_CLUSTER_REQUESTS_TIMEOUT", _warn(NO_NODE_REQUESTS), "warned"
-    ),
+    _warned("adapter.redis.requestsTimeout", "ADAPTER_REDIS_REQUESTS_TIMEOUT", NO_NODE_REQUESTS),
+    _warned("adapter.redis.redisPubOptions", "ADAPTER_REDIS_PUB_OPTIONS", REDIS_FROM_URL),
+    _warned("adapter.redis.redisSubOptions", "ADAPTER_REDIS_SUB_OPTIONS", REDIS_FROM_URL),
+    _warned("adapter.cluster.requestsTimeout", "ADAPTER_CLUSTER_REQUESTS_TIMEOUT", NO_NODE_REQUESTS),
     *(
-        SoketiOption(f"adapter.nats.{key}", f"ADAPTER_NATS_{env}", _warn(NOT_SELECTED), "warned")
+        _warned(f"adapter.nats.{key}", f"ADAPTER_NATS_{env}", NOT_SELECTED)
         for key, env in (
             ("requestsTimeout", "REQUESTS_TIMEOUT"),
             ("prefix", "PREFIX"),
@@ -432,9 +431,7 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
         "seed nodes of `--redis-url redis+cluster://...`",
     ),
     *(
-        SoketiOption(
-            f"database.{db}.{key}", f"DB_{db.upper()}_{env}", _warn("hub has no app store on this database"), "warned"
-        )
+        _warned(f"database.{db}.{key}", f"DB_{db.upper()}_{env}", "hub has no app store on this database")
         for db in ("mysql", "postgres")
         for key, env in (
             ("host", "HOST"),
@@ -444,9 +441,9 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
             ("database", "DATABASE"),
         )
     ),
-    SoketiOption("databasePooling.enabled", "DB_POOLING_ENABLED", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("databasePooling.min", "DB_POOLING_MIN", _warn(NOT_SELECTED), "warned"),
-    SoketiOption("databasePooling.max", "DB_POOLING_MAX", _warn(NOT_SELECTED), "warned"),
+    _warned("databasePooling.enabled", "DB_POOLING_ENABLED", SQL_ONLY),
+    _warned("databasePooling.min", "DB_POOLING_MIN", SQL_ONLY),
+    _warned("databasePooling.max", "DB_POOLING_MAX", SQL_ONLY),
     # Drivers of the parts hub builds in
     SoketiOption(
         "cache.driver",
@@ -454,7 +451,7 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
         _driver("memory", redis=True),
         "`memory`: as given; `redis`: Redis from `database.redis`",
     ),
-    SoketiOption("cache.redis.redisOptions", "CACHE_REDIS_OPTIONS", _warn(REDIS_FROM_URL), "warned"),
+    _warned("cache.redis.redisOptions", "CACHE_REDIS_OPTIONS", REDIS_FROM_URL),
     SoketiOption(
         "cache.redis.clusterMode",
         "CACHE_REDIS_CLUSTER_MODE",
@@ -467,13 +464,8 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
         _driver("sync", redis=True, warned={"sqs": QUEUE_IN_REDIS}),
         "`sync`: as given; `redis`: Redis from `database.redis`; `sqs`: warned",
     ),
-    SoketiOption(
-        "queue.redis.concurrency",
-        "QUEUE_REDIS_CONCURRENCY",
-        _warn("each hub node sends up to 16 webhooks at once"),
-        "warned",
-    ),
-    SoketiOption("queue.redis.redisOptions", "QUEUE_REDIS_OPTIONS", _warn(REDIS_FROM_URL), "warned"),
+    _warned("queue.redis.concurrency", "QUEUE_REDIS_CONCURRENCY", "each hub node sends up to 16 webhooks at once"),
+    _warned("queue.redis.redisOptions", "QUEUE_REDIS_OPTIONS", REDIS_FROM_URL),
     SoketiOption(
         "queue.redis.clusterMode",
         "QUEUE_REDIS_CLUSTER_MODE",
@@ -481,7 +473,7 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
         "as `adapter.redis.clusterMode` (hub uses one Redis for everything)",
     ),
     *(
-        SoketiOption(f"queue.sqs.{key}", f"QUEUE_SQS_{env}" if env else None, _warn(QUEUE_IN_REDIS), "warned")
+        _warned(f"queue.sqs.{key}", f"QUEUE_SQS_{env}" if env else None, QUEUE_IN_REDIS)
         for key, env in (
             ("region", "REGION"),
             ("endpoint", "ENDPOINT"),
@@ -499,7 +491,7 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
         _driver("local", redis=True),
         "`local`: as given; `redis`: Redis from `database.redis`",
     ),
-    SoketiOption("rateLimiter.redis.redisOptions", "RATE_LIMITER_REDIS_OPTIONS", _warn(REDIS_FROM_URL), "warned"),
+    _warned("rateLimiter.redis.redisOptions", "RATE_LIMITER_REDIS_OPTIONS", REDIS_FROM_URL),
     SoketiOption(
         "rateLimiter.redis.clusterMode",
         "RATE_LIMITER_REDIS_CLUSTER_MODE",
@@ -508,7 +500,7 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     ),
     # Node discovery of Soketi's cluster adapter
     *(
-        SoketiOption(f"cluster.{key}", f"CLUSTER_{env}" if env else None, _warn(NO_DISCOVERY), "warned")
+        _warned(f"cluster.{key}", f"CLUSTER_{env}" if env else None, NO_DISCOVERY)
         for key, env in (
             ("hostname", "HOST"),
             ("helloInterval", "KEEPALIVE_INTERVAL"),
@@ -797,6 +789,33 @@ def hub_setup(translation: Translation, apps_file: str = "apps.json") -> tuple[s
     return apps, "hub serve " + " ".join(flags), list(translation.not_applied)
 
 
-def describe(rows: Iterable[SoketiOption] = SOKETI_OPTIONS) -> list[tuple[str, str, str]]:
-    """(path, variable, what hub does) for every row: the README's table."""
-    return [(row.path, f"SOKETI_{row.env}" if row.env else "", row.hub) for row in rows]
+def _common_words(names: Sequence[str]) -> str:
+    """``["CLUSTER_PORT", "CLUSTER_HOST"]`` -> ``"CLUSTER_"``: the leading words the names share."""
+    split = [name.split("_") for name in names]
+    shared = []
+    for words in zip(*split, strict=False):
+        if len(set(words)) > 1:
+            break
+        shared.append(words[0])
+    return "".join(f"{word}_" for word in shared)
+
+
+def reference_table(rows: Sequence[SoketiOption] = SOKETI_OPTIONS) -> str:
+    """The README's Soketi option table: a line per option, or per run of 3+ siblings hub treats alike."""
+    lines = ["| Soketi option | Variable | hub |", "|---|---|---|"]
+    i = 0
+    while i < len(rows):
+        parent = rows[i].path.rpartition(".")[0]
+        j = i + 1
+        while j < len(rows) and parent and rows[j].hub == rows[i].hub and rows[j].path.rpartition(".")[0] == parent:
+            j += 1
+        if j - i > 2:
+            envs = [row.env for row in rows[i:j] if row.env]
+            env = f"`SOKETI_{_common_words(envs)}*`" if envs else ""
+            lines.append(f"| `{parent}.*` | {env} | {rows[i].hub} |")
+        else:
+            for row in rows[i:j]:
+                env = f"`SOKETI_{row.env}`" if row.env else ""
+                lines.append(f"| `{row.path}` | {env} | {row.hub} |")
+        i = j
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ import pytest
 from hub.apps import ConfigError, load_apps_file
 from hub.config import OPTIONS, Settings, load_apps, parse_settings
 from hub.redis_topology import parse_topology
-from hub.soketi_config import DEFAULT_APP_ENV, SOKETI_OPTIONS, hub_setup, translate
+from hub.soketi_config import DEFAULT_APP_ENV, SOKETI_OPTIONS, hub_setup, reference_table, translate
 
 # Every SOKETI_* variable Soketi reads (its CLI's list), without the prefix.
 SOKETI_VARIABLES = """
@@ -456,3 +456,12 @@ def test_rows_are_unique_and_map_only_onto_hub_options() -> None:
     assert len(paths) == len(set(paths))
     names = {option.name for option in OPTIONS}
     assert set(translate(NESTED, {}).options) <= names
+
+
+def test_the_readme_lists_every_soketi_option_as_the_table_says() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    generated = reference_table()
+    assert generated in readme, (
+        "README's 'Every Soketi option' table is out of date; paste the output of "
+        "python -c 'from hub.soketi_config import reference_table; print(reference_table())'"
+    )
