@@ -16,6 +16,9 @@
   loop turn); a read with one event takes the normal path.
 - ``gcfreeze=S``: every S seconds move all live objects to the permanent generation (``gc.freeze()``), so
   long-lived connection objects stop being traversed by full collections.
+- ``tracemalloc=DIR``: trace Python allocations (10 frames deep); each SIGUSR2 writes a snapshot to
+  ``DIR/tm-<pid>-<n>.snap``. The idle scenario signals before and after connecting, and
+  ``python -m benchmarks.memory_breakdown DIR`` turns the pair into bytes per connection by module.
 
 The benchmarks select it with ``--set hub_variant=uvloop`` (or ``backlog=4096``). hub itself is unchanged.
 """
@@ -96,6 +99,21 @@ def _log_gc(directory: str) -> None:
 
     gc.callbacks.append(callback)
     atexit.register(write)
+
+
+def _trace_allocations(directory: str) -> None:
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(10)
+    taken = [0]
+
+    def snapshot(signum: int, frame: Any) -> None:
+        taken[0] += 1
+        tracemalloc.take_snapshot().dump(str(Path(directory, f"tm-{os.getpid()}-{taken[0]}.snap")))
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGUSR2, snapshot)
 
 
 def _freeze_every(seconds: float) -> None:
@@ -188,6 +206,8 @@ def apply(variant: str) -> None:
             _log_gc(value)
         elif name == "gcfreeze":
             _freeze_every(float(value))
+        elif name == "tracemalloc":
+            _trace_allocations(value)
         else:
             raise SystemExit(f"unknown hub variant {item!r}")
 

@@ -74,7 +74,37 @@ def full(topology: str) -> list[Run]:
     ]
 
 
-PROFILES: dict[str, Callable[[str], list[Run]]] = {"smoke": smoke, "standard": standard, "full": full}
+def compression(topology: str) -> list[Run]:
+    """permessage-deflate priced: bytes and hub CPU per delivery, 100 B and 2 KB events, clients offering it or not.
+
+    One ws node, 2,000 subscribers, 50 events/s for 10 s; the hub compresses everything of 64 bytes or more
+    here (HUB_COMPRESSION_MIN_BYTES=64), so the 100-byte case is compressed too.
+    """
+    base: dict[str, Any] = {
+        "topology": topology,
+        "ws_nodes": 1,
+        "subscribers": 2_000,
+        "rate": 50.0,
+        "seconds": 10.0,
+        "hub_env": "HUB_COMPRESSION_MIN_BYTES=64",
+    }
+    return [
+        Run(
+            f"deflate-{size}B-{'on' if on else 'off'}",
+            "broadcast",
+            BroadcastParams(**base, payload_bytes=size, deflate=on),
+        )
+        for size in (100, 2_000)
+        for on in (False, True)
+    ]
+
+
+PROFILES: dict[str, Callable[[str], list[Run]]] = {
+    "smoke": smoke,
+    "standard": standard,
+    "full": full,
+    "compression": compression,
+}
 
 
 def _coerce(current: Any, raw: str) -> Any:

@@ -111,7 +111,7 @@ class Publisher:
         return status
 
     async def publish_paced(
-        self, rate: float, duration: float, channel_for: Callable[[int], str], step: int = 0
+        self, rate: float, duration: float, channel_for: Callable[[int], str], step: int = 0, padding: str = ""
     ) -> int:
         """Publish ``rate`` events/s for ``duration`` s, each stamped with its scheduled time; return the count.
 
@@ -129,7 +129,7 @@ class Publisher:
             due = min(total, int((loop.time() - start) * rate) + 1)
             while sent < due:
                 stamp = start_wall + int(sent * interval_ns)
-                data = f'{{"t":{stamp},"s":{step}}}'
+                data = f'{{"t":{stamp},"s":{step}{padding}}}'
                 task = loop.create_task(self.trigger(channel_for(sent), data))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import resource
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +41,8 @@ class Common:
     send_buffer_kb: int = 1024
     hub_variant: str = ""
     client_loop: str = "auto"
+    deflate: bool = False  # clients offer permessage-deflate, as browsers do
+    hub_env: str = ""  # NAME=VALUE,... added to every hub process's environment (HUB_* settings)
 
 
 @dataclass
@@ -49,6 +53,7 @@ class BroadcastParams(Common):
     rate: float = 10.0
     seconds: float = 30.0
     warmup_seconds: float = 1.0
+    payload_bytes: int = 0  # pad each event's data with chat-like JSON to about this many bytes
 
 
 @dataclass
@@ -231,12 +236,14 @@ async def running(
     The topology starts on the loop's own (main) thread, on purpose: its children die with the thread that
     started them (PR_SET_PDEATHSIG), and nothing else runs on the loop yet.
     """
+    hub_env = dict(item.split("=", 1) for item in common.hub_env.split(",") if item)
     topology = start_topology(
         common.topology,
         common.ws_nodes,
         send_buffer_kb=common.send_buffer_kb,
         with_ws=with_ws,
         hub_variant=common.hub_variant,
+        hub_env=hub_env,
     )
     worker_set: WorkerSet | None = None
     try:
@@ -247,6 +254,7 @@ async def running(
                 reconnect=reconnect,
                 concurrency=common.connect_concurrency,
                 loop=common.client_loop,
+                deflate=common.deflate,
             )
             worker_set = WorkerSet(common.workers, config)
         yield topology, worker_set
@@ -347,6 +355,7 @@ async def _steady_publish(
     warmup_seconds: float,
     channel_for: Callable[[int], str],
     fanout: int,
+    padding: str = "",
 ) -> Histogram:
     """Warm up (step 0, discarded), then publish at ``rate`` for ``seconds`` (step 1) and wait for delivery."""
     async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET) as publisher:
@@ -355,14 +364,17 @@ async def _steady_publish(
             await await_step(workers, 0, sent * fanout, idle=2.0)
             await workers.collect()
         publisher.stats = type(publisher.stats)()
+        bytes_before = sum(s.bytes_received for s in await workers.status())
         meter = Meter(topology, workers)
         meter.start()
-        sent = await publisher.publish_paced(rate, seconds, channel_for, step=1)
+        sent = await publisher.publish_paced(rate, seconds, channel_for, step=1, padding=padding)
         expected = publisher.stats.ok * fanout
         # The schedule's length (events / rate), not the wall time of the loop, which ends at the last send.
         publish_elapsed = sent / rate
         received = await await_step(workers, 1, expected)
         meter.stop(result, received)
+        received_bytes = sum(s.bytes_received for s in await workers.status()) - bytes_before
+        result.extra["bytes_per_delivery"] = round(received_bytes / max(received, 1), 1)
     hist = (await workers.collect()).get(1, Histogram())
     result.expected = sent * fanout
     result.received = hist.count
@@ -380,6 +392,27 @@ async def _steady_publish(
 
 
 # -- scenarios ----------------------------------------------------------------------------------
+
+_WORDS = (
+    "hello", "there", "how", "are", "you", "doing", "today", "the", "meeting", "moved", "to", "three", "pm",
+    "see", "at", "office", "thanks", "for", "update", "I", "will", "send", "report", "tomorrow", "morning",
+    "can", "we", "talk", "about", "release", "sounds", "good", "let", "me", "know",
+)  # fmt: skip
+
+
+def chat_padding(size: int) -> str:
+    """JSON appended to an event's data so it weighs about ``size`` bytes: chat messages, as compressible as real ones."""
+    if size <= 0:
+        return ""
+    rng = random.Random(size)
+    messages: list[str] = []
+    length = 30  # the stamp fields
+    while length < size:
+        text = " ".join(rng.choice(_WORDS) for _ in range(rng.randrange(4, 14)))
+        item = f'{{"user":"user{rng.randrange(100)}","text":"{text}","at":{1_700_000_000 + rng.randrange(10**6)}}}'
+        messages.append(item)
+        length += len(item) + 1
+    return ',"messages":[' + ",".join(messages) + "]"
 
 
 async def broadcast(params: BroadcastParams, name: str = "broadcast") -> Result:
@@ -399,6 +432,7 @@ async def broadcast(params: BroadcastParams, name: str = "broadcast") -> Result:
             warmup_seconds=params.warmup_seconds,
             channel_for=lambda i: "bench-broadcast",
             fanout=result.connections,
+            padding=chat_padding(params.payload_bytes),
         )
         _record_latency(result, hist)
     _gate_deliveries(result)
@@ -513,6 +547,13 @@ async def ramp(params: RampParams, name: str = "ramp") -> Result:
     return result
 
 
+async def _snapshot_allocations(topology: Topology) -> None:
+    """Ask every ws node running the ``tracemalloc`` variant for a snapshot (it takes a few seconds)."""
+    for pid in topology.ws_pids():
+        os.kill(pid, signal.SIGUSR2)
+    await asyncio.sleep(5.0)
+
+
 async def idle(params: IdleParams, name: str = "idle") -> Result:
     """``connections`` subscribed clients that receive nothing: RSS per connection and idle CPU."""
     result = _new_result(name, "idle", params)
@@ -520,11 +561,16 @@ async def idle(params: IdleParams, name: str = "idle") -> Result:
         assert workers is not None
         ports = topology.ws_ports
         specs = [ClientSpec(((LOOPBACK, ports[i % len(ports)]),), f"idle-{i % 100}") for i in range(params.connections)]
+        tracing = "tracemalloc=" in params.hub_variant
+        if tracing:
+            await _snapshot_allocations(topology)
         await connect_clients(result, topology, workers, specs)
         meter = Meter(topology, workers)
         meter.start()
         await asyncio.sleep(params.settle_seconds)
         meter.stop(result, None)
+        if tracing:
+            await _snapshot_allocations(topology)
         before = sum(result.rss_bytes.values())
         result.rss_bytes = topology.rss_by_process()
         result.extra["rss_after_settle_bytes"] = sum(result.rss_bytes.values())

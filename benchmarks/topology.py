@@ -280,7 +280,13 @@ def _hub_args(role: str, port: int, apps_file: Path, send_buffer_kb: int, varian
 
 
 def start_topology(
-    kind: str, ws_nodes: int = 2, *, send_buffer_kb: int = 1024, with_ws: bool = True, hub_variant: str = ""
+    kind: str,
+    ws_nodes: int = 2,
+    *,
+    send_buffer_kb: int = 1024,
+    with_ws: bool = True,
+    hub_variant: str = "",
+    hub_env: dict[str, str] | None = None,
 ) -> Topology:
     """Start ``kind`` (cluster or embedded) with ``ws_nodes`` WebSocket nodes and wait until all are ready.
 
@@ -288,7 +294,7 @@ def start_topology(
     """
     if kind not in ("cluster", "embedded"):
         raise ValueError(f"unknown topology {kind!r}")
-    variant_env = {"HUB_BENCH_VARIANT": hub_variant} if hub_variant else None
+    variant_env = {**({"HUB_BENCH_VARIANT": hub_variant} if hub_variant else {}), **(hub_env or {})} or None
     workdir = Path(tempfile.mkdtemp(prefix=f"hub-bench-{kind}-"))
     apps_file = _write_apps_file(workdir)
     topology = Topology(kind, workdir)

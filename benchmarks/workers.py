@@ -31,6 +31,7 @@ class WorkerConfig:
     reconnect: bool = False
     concurrency: int = 50
     loop: str = "auto"
+    deflate: bool = False
 
 
 @dataclass
@@ -46,10 +47,11 @@ class WorkerStatus:
     errors: list[str]
     resubscribed_since: int
     resubscribe_times_ns: list[int]
+    bytes_received: int = 0
 
 
 async def _serve(pipe: Connection, config: WorkerConfig) -> None:
-    pool = SubscriberPool(config.app_key, config.app_secret, reconnect=config.reconnect)
+    pool = SubscriberPool(config.app_key, config.app_secret, reconnect=config.reconnect, deflate=config.deflate)
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -84,6 +86,7 @@ async def _serve(pipe: Connection, config: WorkerConfig) -> None:
                 errors=list(pool.errors),
                 resubscribed_since=sum(1 for t in times if t > since_ns) if since_ns else 0,
                 resubscribe_times_ns=[t for t in times if t > since_ns] if with_times else [],
+                bytes_received=pool.bytes_received,
             )
         elif command == "collect":
             reply = {step: hist.to_sparse() for step, hist in pool.recorder.take().items()}

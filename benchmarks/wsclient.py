@@ -20,6 +20,7 @@ import json
 import os
 import re
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -61,7 +62,8 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
     """Complete (opcode, payload) frames at the start of ``buf`` and how many bytes they took.
 
-    Server frames are never masked. Fragmented messages are not used by hub and not supported here.
+    Server frames are never masked; compressed ones (RSV1) are inflated. Fragmented messages are not used by
+    hub and not supported here.
     """
     frames: list[tuple[int, bytes]] = []
     pos = 0
@@ -83,7 +85,10 @@ def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
         end = start + length
         if end > n:
             break
-        frames.append((opcode, buf[start:end]))
+        payload = buf[start:end]
+        if buf[pos] & 0x40:
+            payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+        frames.append((opcode, payload))
         pos = end
     return frames, pos
 
@@ -149,7 +154,7 @@ class Subscriber(asyncio.Protocol):
         request = (
             f"GET /app/{self.pool.app_key}?protocol=7&client=hub-bench&version=1.0 HTTP/1.1\r\n"
             f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{self.pool.offer}\r\n"
         )
         self.transport.write(request.encode())
 
@@ -191,11 +196,13 @@ class Subscriber(asyncio.Protocol):
     # -- frames -----------------------------------------------------------------------------
 
     def _fast(self, data: bytes) -> None:
+        self.pool.bytes_received += len(data)
         buf = self.buf + data if self.buf else data
         n = len(buf)
         pos = 0
         texts = 0
         control = False
+        inflated: list[bytes] = []
         while n - pos >= 2:
             length = buf[pos + 1]
             if length < 126:
@@ -212,6 +219,10 @@ class Subscriber(asyncio.Protocol):
                 break
             if buf[pos] == 0x81:
                 texts += 1
+            elif buf[pos] == 0xC1:
+                # permessage-deflate without context takeover: each message inflates on its own.
+                start = pos + (2 if length < 126 else 4 if length == 126 else 10)
+                inflated.append(zlib.decompressobj(-15).decompress(buf[start:end] + b"\x00\x00\xff\xff"))
             else:
                 control = True
             pos = end
@@ -219,9 +230,11 @@ class Subscriber(asyncio.Protocol):
         if not pos:
             return
         stamps = STAMP_RE.findall(buf, 0, pos)
+        for message in inflated:
+            stamps += STAMP_RE.findall(message)
         if stamps:
             self.pool.recorder.record(time.time_ns(), stamps)
-        if control or texts != len(stamps):
+        if control or texts + len(inflated) != len(stamps):
             # Rare: something besides our events arrived. Re-walk those bytes frame by frame.
             frames, _ = split_frames(buf[:pos])
             for opcode, payload in frames:
@@ -293,10 +306,13 @@ class Subscriber(asyncio.Protocol):
 class SubscriberPool:
     """This process's subscribers: connects them, counts them, reconnects them, holds the recorder."""
 
-    def __init__(self, app_key: str, app_secret: str, *, reconnect: bool = False) -> None:
+    def __init__(self, app_key: str, app_secret: str, *, reconnect: bool = False, deflate: bool = False) -> None:
         self.app_key = app_key
         self.app_secret = app_secret
         self.reconnect = reconnect
+        # What browsers offer; the server answers with no context takeover either way.
+        self.offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
+        self.bytes_received = 0
         self.recorder = Recorder()
         self.live: set[Subscriber] = set()
         self.subscribed_count = 0
