@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from hub.apps import AppRegistry, ConfigError
-from hub.config import Settings, load_apps, parse_settings
+from hub.config import Settings, load_apps, parse_settings, unknown_variables
 from hub.logging import configure_logging
 from hub.server import Node
 from hub.signals import watch_reload_signal, watch_stop_signals
@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.soketi is not None:
         report_soketi_setup(settings)
     report_unused_app_settings(apps)
+    if unknown := unknown_variables(env):
+        log.warning("unknown_variables", variables=unknown, reason="no hub option reads them")
     try:
         return asyncio.run(run(settings, apps))
     except KeyboardInterrupt:

@@ -227,7 +227,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         args = vars(build_parser(env, soketi.options).parse_args(list(argv)))
     role = Role(args.pop("role"))
     if role in (Role.WS, Role.INGEST) and not args["redis_url"]:
-        raise ConfigError(f"hub {role.value} needs --redis-url (or HUB_REDIS_URL)")
+        hint = " or Soketi's adapter.driver redis" if soketi is not None else ""
+        raise ConfigError(f"hub {role.value} needs --redis-url (or HUB_REDIS_URL{hint})")
     if args["log_format"] not in ("auto", "json", "console"):
         raise ConfigError(f"log format must be auto, json or console, not {args['log_format']!r}")
     if args["compression"] not in ("on", "off"):
@@ -261,6 +262,12 @@ def _admin_token(token: str | None, token_file: str | None) -> str | None:
     if token and len(token) < MIN_ADMIN_TOKEN_LENGTH:
         raise ConfigError(f"the admin token must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
     return token or None
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """``HUB_*`` variables that are no option (a typo would otherwise be ignored without a word)."""
+    known = {option.env for option in OPTIONS}
+    return sorted(name for name in env if name.startswith("HUB_") and name not in known)
 
 
 def load_apps(settings: Settings, env: Mapping[str, str]) -> AppRegistry:

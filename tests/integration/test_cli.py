@@ -172,6 +172,17 @@ async def test_flag_overrides_the_hub_port_environment_variable() -> None:
         assert not await asyncio.to_thread(http_ready(f"http://{LOOPBACK}:{ignored}/"))
 
 
+async def test_a_misspelt_hub_variable_is_named_in_a_warning_at_start() -> None:
+    port = free_port()
+    argv = hub_command("serve", "--port", str(port), "--host", LOOPBACK, "--metrics-port", "0", "--log-format", "json")
+
+    async with ManagedProcess(argv, env={"HUB_DRAIN_SECOND": "1"}, name="hub-typo") as process:
+        await process.wait_ready_async(http_ready(f"http://{LOOPBACK}:{port}/ready"))
+        warnings = [json.loads(line) for line in process.output().splitlines() if "unknown_variables" in line]
+    [warning] = warnings
+    assert "HUB_DRAIN_SECOND" in warning["variables"] and "HUB_PORT" not in warning["variables"]
+
+
 async def test_pusher_app_variables_define_the_default_app(js: JsClients) -> None:
     port = free_port()
     env = {"PUSHER_APP_ID": "4242", "PUSHER_APP_KEY": "laravel-key", "PUSHER_APP_SECRET": "laravel-secret"}

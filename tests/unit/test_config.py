@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.apps import ConfigError
-from hub.config import OPTIONS, Role, load_apps, parse_settings
+from hub.config import OPTIONS, Role, load_apps, parse_settings, unknown_variables
 
 REDIS = "redis://localhost:6379/0"
 
@@ -224,3 +224,8 @@ def test_empty_admin_token_file_is_refused(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("\n")
     assert _error(["serve", "--admin-token-file", str(token_file)]) == f"admin token file {token_file} is empty"
+
+
+def test_hub_variables_that_are_no_option_are_named() -> None:
+    env = {"HUB_PORTT": "1", "HUB_PORT": "2", "PUSHER_APP_CLUSTER": "mt1", "HUB_REDIS_UR": "x"}
+    assert unknown_variables(env) == ["HUB_PORTT", "HUB_REDIS_UR"]
