@@ -112,6 +112,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls_key", str, None, "PEM private key of --tls-cert (default: read from the certificate file)."),
     Option("tls_ca", str, None, "PEM intermediate/CA chain sent after the certificate."),
     Option("tls_key_password", str, None, "Passphrase of an encrypted --tls-key."),
+    Option("console_max_events", int, 200, "Events per second a console stream shows (per app); the rest are counted."),
+    Option("webhook_dead_letter_ttl", float, 604800.0, "Seconds a webhook given up after retrying is kept for replay."),
 )
 
 # Shorter tokens are guessable; the admin API can rewrite every app's secret.
@@ -148,6 +150,8 @@ class Settings:
     admin_port: int
     admin_token: str | None
     admin_token_file: str | None
+    console_max_events: int
+    webhook_dead_letter_ttl: float
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -243,6 +247,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError("max HTTP body kb must be positive")
     if args["webhook_batch_ms"] < 0:
         raise ConfigError("webhook batch ms must be 0 (off) or positive")
+    if args["console_max_events"] < 1:
+        raise ConfigError("console max events must be at least 1")
     args["node_id"] = args["node_id"] or secrets.token_hex(6)
     args["admin_token"] = _admin_token(args["admin_token"], args["admin_token_file"])
     return Settings(role=role, **args, soketi=soketi)

@@ -24,6 +24,7 @@ from hub.metrics import Metrics
 from hub.state.base import ClusterState, StateUnavailable
 from hub.state.coordination import Coordination, MemoryCoordination
 from hub.state.memory import MemoryClusterState
+from hub.tap import Tap
 from hub.webhooks.emitter import Webhooks
 from hub.webhooks.queue import MemoryWebhookQueue, WebhookQueue
 from hub.webhooks.sender import WebhookSender
@@ -109,6 +110,8 @@ class Node:
         self.metrics = Metrics()
         self.backends = make_backends(settings, self.metrics)
         self.broker, self.state = self.backends.broker, self.backends.state
+        self.tap = Tap(settings.node_id, settings.console_max_events)
+        self.tap.attach_broker(self.broker)
         self.webhooks = Webhooks(
             self.backends.webhook_queue,
             self.backends.coordination,
@@ -117,7 +120,14 @@ class Node:
             batch_seconds=settings.webhook_batch_ms / 1000,
             on_queued=lambda: self.sender.wake(),
         )
-        self.sender = WebhookSender(self.backends.webhook_queue, apps, self.metrics, confirm=self.webhooks.still_due)
+        self.sender = WebhookSender(
+            self.backends.webhook_queue,
+            apps,
+            self.metrics,
+            confirm=self.webhooks.still_due,
+            tap=self.tap,
+            dead_letter_ttl=settings.webhook_dead_letter_ttl,
+        )
         self.ws: WsNode | None = None
         self.draining = False
         self._runners: list[web.AppRunner] = []
@@ -127,9 +137,10 @@ class Node:
                 settings, self.broker, self.state, self.metrics, self.backends.coordination, self.webhooks
             )
             ctx.counts = SubscriptionCounts(ctx, self.backends.coordination, self.webhooks)
+            ctx.tap = self.tap
             self.ws = WsNode(ctx, apps)
         self.ingest = (
-            IngestNode(settings, apps, self.broker, self.state, self.metrics, self.backends.coordination)
+            IngestNode(settings, apps, self.broker, self.state, self.metrics, self.backends.coordination, self.tap)
             if settings.role.http_api
             else None
         )
@@ -190,7 +201,7 @@ class Node:
         """Connect the backends, then listen."""
         s = self.settings
         await self.state.start()
-        handler = self.ws.on_envelope if self.ws is not None else _ignore
+        handler = self.ws.on_envelope if self.ws is not None else self.tap.receive
         await self.broker.start(handler, [app.id for app in self.apps])
         await self._listen(self.application(), s.host, s.port)
         if s.metrics_port:
@@ -201,6 +212,7 @@ class Node:
             await self._listen(self.admin_application(), s.host, s.admin_port)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.sender.run()))
+        self._tasks.append(loop.create_task(self.tap.run()))
         if self.ws is not None:
             self._tasks.append(loop.create_task(run_liveness(self.ws)))
             self._tasks.append(loop.create_task(run_maintenance(self.ws)))
@@ -266,6 +278,7 @@ class Node:
         if self.ws is not None and self.ws.ctx.counts is not None:
             await self.ws.ctx.counts.close()
         await self.webhooks.close()
+        await self.tap.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -279,7 +292,3 @@ class Node:
                 await self.state.withdraw()
         await self.backends.close()
         log.info("node_stopped", node_id=self.settings.node_id)
-
-
-def _ignore(envelope: Any) -> None:
-    return None

@@ -10,6 +10,8 @@ from hub.broker.envelope import Envelope, Kind
 MessageHandler = Callable[[Envelope], None]
 
 CONTROL_CHANNEL = "#control"
+# Tapped events for console streams travel on their own topic, subscribed only while a stream is open.
+CONSOLE_CHANNEL = "#console"
 
 
 class BrokerUnavailable(Exception):
@@ -20,6 +22,8 @@ def topic_of(envelope: Envelope) -> tuple[str, str]:
     """The (app id, channel) topic an envelope travels on: control messages share one topic per app."""
     if envelope.kind is Kind.EVENT:
         return envelope.app_id, envelope.channel
+    if envelope.kind is Kind.CONSOLE_EVENTS:
+        return envelope.app_id, CONSOLE_CHANNEL
     return envelope.app_id, CONTROL_CHANNEL
 
 

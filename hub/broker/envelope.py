@@ -18,6 +18,8 @@ class Kind(IntEnum):
     EVENT = 1  # deliver a frame to the channel's local subscribers
     TERMINATE_USER = 2  # close every local socket signed in as user_id
     USER_PRESENCE = 3  # user_id came online (data True) or went offline (data False): watchlists
+    CONSOLE_WATCH = 4  # a node has a console stream open for the app for ``data`` more seconds: tap it
+    CONSOLE_EVENTS = 5  # a batch of tapped events for the app's console streams (hub/tap.py)
 
 
 class EnvelopeError(ValueError):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hub.broker.base import Broker, MessageHandler, topic_of
-from hub.broker.envelope import Envelope, Kind
+from hub.broker.base import CONTROL_CHANNEL, Broker, MessageHandler, topic_of
+from hub.broker.envelope import Envelope
 
 
 class MemoryBroker(Broker):
@@ -22,7 +22,8 @@ class MemoryBroker(Broker):
     async def publish(self, envelope: Envelope) -> None:
         if self._handler is None:
             return
-        if envelope.kind is not Kind.EVENT or topic_of(envelope) in self._topics:
+        topic = topic_of(envelope)
+        if topic[1] == CONTROL_CHANNEL or topic in self._topics:
             self._handler(envelope)
 
     async def subscribe(self, app_id: str, channel: str) -> None:

@@ -27,6 +27,7 @@ from hub.protocol.channels import (
 from hub.protocol.errors import ApiError
 from hub.state.base import ClusterState, StateUnavailable
 from hub.state.coordination import Coordination
+from hub.tap import Tap
 
 log = structlog.get_logger("hub.ingest")
 
@@ -44,8 +45,10 @@ class IngestNode:
         state: ClusterState,
         metrics: Metrics,
         coordination: Coordination,
+        tap: Tap | None = None,
     ) -> None:
         self.coordination = coordination
+        self.tap = tap or Tap(settings.node_id)
         self.settings = settings
         self.apps = apps
         self.broker = broker
@@ -113,6 +116,11 @@ class IngestNode:
         except (BrokerUnavailable, StateUnavailable) as exc:
             raise ApiError(503, f"The event could not be published: {exc or 'broker unavailable'}.") from None
         self.metrics.published_events.labels(app.id, "http").inc(len(envelopes))
+        if self.tap.watching(app.id):
+            for channel in event.channels:
+                self.tap.emit(
+                    app.id, "api_event", channel=channel, event=event.name, data=event.data, socket_id=event.socket_id
+                )
 
     async def _spend(self, app: App, kind: str, amount: int, limit: int, refusal: str) -> None:
         """Count ``amount`` against a per-app, per-second, cluster-wide limit; ApiError(429) past it."""

@@ -6,12 +6,17 @@ nor retried in that time (its worker died) becomes due again for any worker.
 A *held* job (``WebhookJob.held``) is queued with a due time in the future and can be withdrawn with
 ``cancel`` until a worker first leases it: that is how ``channel_vacated`` and ``member_removed`` wait
 out Pusher's 3 s window in the durable queue, so the node that decided them may die meanwhile.
+
+A job given up after the retry window is buried: kept as a dead letter for a configured time (at most
+MAX_DEAD_LETTERS per app, the oldest going first), listed newest first, and replayable into the queue.
+The queue also keeps each app's last MAX_FAILURES failed attempts, with the receiver's answer.
 """
 
 from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import msgpack
@@ -70,6 +75,59 @@ class WebhookJob:
         return WebhookJob(job_id, app_id, url, body, created_at, attempts)
 
 
+MAX_DEAD_LETTERS = 10_000
+MAX_FAILURES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job given up after the retry window, its last failure, and until when it is kept."""
+
+    job: WebhookJob
+    error: str
+    died_at: float
+    expires_at: float
+
+    def pack(self) -> bytes:
+        """msgpack bytes for a durable store."""
+        packed: bytes = msgpack.packb([self.job.pack(), self.error, self.died_at, self.expires_at], use_bin_type=True)
+        return packed
+
+    @staticmethod
+    def unpack(raw: bytes) -> DeadLetter:
+        """Decode ``pack``'s bytes."""
+        job, error, died_at, expires_at = msgpack.unpackb(raw, raw=False)
+        return DeadLetter(WebhookJob.unpack(job), error, died_at, expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookFailure:
+    """One failed delivery attempt and what the receiver answered (or why there was no answer)."""
+
+    app_id: str
+    job_id: str
+    url: str
+    at: float
+    attempts: int
+    error: str
+    gave_up: bool
+
+    def pack(self) -> bytes:
+        """msgpack bytes for a durable store."""
+        fields = [self.app_id, self.job_id, self.url, self.at, self.attempts, self.error, self.gave_up]
+        packed: bytes = msgpack.packb(fields, use_bin_type=True)
+        return packed
+
+    @staticmethod
+    def unpack(raw: bytes) -> WebhookFailure:
+        """Decode ``pack``'s bytes."""
+        return WebhookFailure(*msgpack.unpackb(raw, raw=False))
+
+
+Refresh = Callable[[WebhookJob], WebhookJob]
+"""Turns a dead letter's job into the fresh job a replay queues."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """Jobs waiting (due or not) and the age of the oldest one."""
@@ -116,6 +174,36 @@ class WebhookQueue(ABC):
         backoff.
         """
 
+    @abstractmethod
+    async def app_stats(self, app_id: str, now: float) -> QueueStats:
+        """Depth and oldest age of one app's waiting jobs (a held job counts once it has been tried)."""
+
+    @abstractmethod
+    async def bury(self, job: WebhookJob, error: str, now: float, keep_seconds: float) -> None:
+        """Remove a job given up after the retry window, keeping it as a dead letter for ``keep_seconds``.
+
+        ``keep_seconds`` <= 0 removes it like ``ack``. Past MAX_DEAD_LETTERS per app the oldest go.
+        """
+
+    @abstractmethod
+    async def dead_letters(self, app_id: str, now: float, limit: int) -> tuple[list[DeadLetter], int]:
+        """Up to ``limit`` of the app's unexpired dead letters, newest first, and how many there are."""
+
+    @abstractmethod
+    async def replay(self, app_id: str, job_id: str, refresh: Refresh, now: float) -> bool:
+        """Replace a dead letter by ``refresh(its job)``, queued due ``now``; False if there is none.
+
+        Atomic: of concurrent replays of one dead letter exactly one returns True.
+        """
+
+    @abstractmethod
+    async def record_failure(self, failure: WebhookFailure) -> None:
+        """Remember a failed attempt (the app's last MAX_FAILURES are kept)."""
+
+    @abstractmethod
+    async def failures(self, app_id: str, limit: int) -> list[WebhookFailure]:
+        """The app's most recent failed attempts, newest first."""
+
 
 class MemoryWebhookQueue(WebhookQueue):
     """In-process queue for ``hub serve``: survives nothing but the process, which is all it serves."""
@@ -124,6 +212,8 @@ class MemoryWebhookQueue(WebhookQueue):
         self._jobs: dict[str, tuple[WebhookJob, float]] = {}
         self._leased: set[str] = set()
         self._held: dict[str, set[str]] = {}
+        self._dead: dict[str, dict[str, DeadLetter]] = {}  # app id -> job id -> letter, oldest first
+        self._failures: dict[str, list[WebhookFailure]] = {}
 
     async def push(self, job: WebhookJob, due: float) -> None:
         self._jobs[job.id] = (job, due)
@@ -173,3 +263,49 @@ class MemoryWebhookQueue(WebhookQueue):
             return QueueStats(0, 0.0)
         oldest = min(job.created_at for job, _ in self._jobs.values())
         return QueueStats(len(self._jobs), max(0.0, now - oldest))
+
+    async def app_stats(self, app_id: str, now: float) -> QueueStats:
+        created = [
+            job.created_at
+            for job, _ in self._jobs.values()
+            if job.app_id == app_id and (job.hold is None or job.attempts > 0)
+        ]
+        if not created:
+            return QueueStats(0, 0.0)
+        return QueueStats(len(created), max(0.0, now - min(created)))
+
+    async def bury(self, job: WebhookJob, error: str, now: float, keep_seconds: float) -> None:
+        await self.ack(job)
+        if keep_seconds <= 0:
+            return
+        letters = self._dead.setdefault(job.app_id, {})
+        letters.pop(job.id, None)
+        letters[job.id] = DeadLetter(job, error, now, now + keep_seconds)
+        while len(letters) > MAX_DEAD_LETTERS:
+            del letters[next(iter(letters))]
+
+    def _live_letters(self, app_id: str, now: float) -> dict[str, DeadLetter]:
+        letters = self._dead.get(app_id, {})
+        for job_id in [i for i, letter in letters.items() if letter.expires_at <= now]:
+            del letters[job_id]
+        return letters
+
+    async def dead_letters(self, app_id: str, now: float, limit: int) -> tuple[list[DeadLetter], int]:
+        letters = self._live_letters(app_id, now)
+        newest = sorted(letters.values(), key=lambda letter: letter.died_at, reverse=True)
+        return newest[:limit], len(letters)
+
+    async def replay(self, app_id: str, job_id: str, refresh: Refresh, now: float) -> bool:
+        letter = self._live_letters(app_id, now).pop(job_id, None)
+        if letter is None:
+            return False
+        await self.push(refresh(letter.job), now)
+        return True
+
+    async def record_failure(self, failure: WebhookFailure) -> None:
+        kept = self._failures.setdefault(failure.app_id, [])
+        kept.insert(0, failure)
+        del kept[MAX_FAILURES:]
+
+    async def failures(self, app_id: str, limit: int) -> list[WebhookFailure]:
+        return self._failures.get(app_id, [])[:limit]

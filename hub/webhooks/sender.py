@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,8 +22,9 @@ import structlog
 
 from hub.apps import AppRegistry
 from hub.metrics import Metrics
+from hub.tap import Tap
 from hub.webhooks.payload import webhook_headers
-from hub.webhooks.queue import WebhookJob, WebhookQueue
+from hub.webhooks.queue import WebhookFailure, WebhookJob, WebhookQueue
 
 log = structlog.get_logger("hub.webhooks")
 
@@ -31,6 +33,8 @@ MAX_BACKOFF_SECONDS = 60.0
 LEASE_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 5.0
 PROBE_SECONDS = 2.0
+# How much of a failing receiver's answer is kept with the failure, for the console.
+ANSWER_CHARS = 300
 
 Confirm = Callable[[WebhookJob], Awaitable[bool]]
 
@@ -58,6 +62,8 @@ class WebhookSender:
         window: float = RETRY_WINDOW_SECONDS,
         probe_seconds: float = PROBE_SECONDS,
         confirm: Confirm = _always,
+        tap: Tap | None = None,
+        dead_letter_ttl: float = 0.0,
     ) -> None:
         """``confirm`` is asked once, before a held job's first attempt, whether it is still to be sent."""
         self._queue = queue
@@ -73,6 +79,8 @@ class WebhookSender:
         self._probe = probe_seconds
         self._next_probe: dict[str, float] = {}
         self._confirm = confirm
+        self._tap = tap or Tap("")
+        self._dead_letter_ttl = dead_letter_ttl
 
     def wake(self) -> None:
         """A job was queued here: look for due jobs now instead of at the next poll."""
@@ -124,6 +132,10 @@ class WebhookSender:
                 await self._queue.ack(job)
                 return
             error = await self._post(session, job, app.key, app.secret)
+            if self._tap.watching(job.app_id):
+                self._tap.emit(
+                    job.app_id, "webhook_sent" if error is None else "webhook_failed", **_described(job, error)
+                )
             if error is None:
                 self._metrics.webhooks_sent.labels(job.app_id).inc()
                 await self._queue.ack(job)
@@ -139,10 +151,13 @@ class WebhookSender:
             self._metrics.webhooks_failed.labels(job.app_id).inc()
             retry = job.next_attempt()
             delay = self._retry_delay(job.url, retry.attempts)
-            if time.time() + delay - job.created_at > self._window:
+            gave_up = time.time() + delay - job.created_at > self._window
+            failure = WebhookFailure(job.app_id, job.id, job.url, time.time(), retry.attempts, error, gave_up)
+            await self._queue.record_failure(failure)
+            if gave_up:
                 self._metrics.webhooks_dropped.labels(job.app_id).inc()
                 log.error("webhook_dropped", app_id=job.app_id, url=job.url, attempts=retry.attempts, error=error)
-                await self._queue.ack(job)
+                await self._queue.bury(retry, error, time.time(), self._dead_letter_ttl)
                 return
             self._metrics.webhooks_retried.labels(job.app_id).inc()
             log.info("webhook_retry", app_id=job.app_id, url=job.url, attempts=retry.attempts, delay=delay, error=error)
@@ -169,6 +184,16 @@ class WebhookSender:
             async with session.post(job.url, data=job.body, headers=headers) as response:
                 if 200 <= response.status < 300:
                     return None
-                return f"HTTP {response.status}"
+                answer = (await response.content.read(ANSWER_CHARS)).decode("utf-8", "replace")
+                return f"HTTP {response.status}: {answer}" if answer else f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"
+
+
+def _described(job: WebhookJob, error: str | None) -> dict[str, object]:
+    """A delivery attempt as the console stream shows it."""
+    try:
+        events = [str(e.get("name")) for e in json.loads(job.body).get("events", ())]
+    except (ValueError, AttributeError):
+        events = []
+    return {"url": job.url, "webhooks": events, "attempts": job.attempts + 1, "error": error, "job_id": job.id}

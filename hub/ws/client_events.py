@@ -40,6 +40,15 @@ async def relay_client_event(ctx: NodeContext, conn: Connection, message: Client
     """Relay an allowed client event, or answer ``pusher:error`` 4301 and keep the socket open."""
     error = check_client_event(conn, message)
     if error is not None:
+        if ctx.tap.watching(conn.app.id):
+            ctx.tap.emit(
+                conn.app.id,
+                "client_event_refused",
+                socket_id=conn.socket_id,
+                channel=message.channel,
+                event=message.event,
+                message=error.message,
+            )
         if "rate limit" in error.message:
             ctx.metrics.rate_limited.labels(conn.app.id, "client_event").inc()
         # With the channel, a pusher-js handler bound on the channel fires, as with Soketi.
@@ -55,3 +64,13 @@ async def relay_client_event(ctx: NodeContext, conn: Connection, message: Client
         conn.app.id, message.channel, message.event, data, except_socket=conn.socket_id, user_id=user_id
     ):
         ctx.webhooks.client_event(conn.app, message.channel, message.event, data, conn.socket_id, user_id)
+        if ctx.tap.watching(conn.app.id):
+            ctx.tap.emit(
+                conn.app.id,
+                "client_event",
+                socket_id=conn.socket_id,
+                channel=message.channel,
+                event=message.event,
+                data=data,
+                user_id=user_id,
+            )

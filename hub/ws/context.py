@@ -14,6 +14,7 @@ from hub.config import Settings
 from hub.metrics import Metrics
 from hub.state.base import ClusterState
 from hub.state.coordination import Coordination
+from hub.tap import Tap
 from hub.webhooks.emitter import Webhooks
 from hub.ws.connection import Connection
 from hub.ws.local_channels import LocalChannels
@@ -36,6 +37,7 @@ class NodeContext:
     webhooks: Webhooks
     local: LocalChannels = field(default_factory=LocalChannels)
     counts: SubscriptionCounts | None = None
+    tap: Tap = field(default_factory=lambda: Tap(""))
 
     def count_changed(self, app: App, channel: str) -> None:
         """A socket joined or left ``channel`` here: schedule a subscription count report."""

@@ -77,6 +77,8 @@ class WsNode:
             self._terminate_user(envelope.app_id, envelope.user_id)
         elif envelope.kind is Kind.USER_PRESENCE:
             self.watchlists.deliver(envelope)
+        else:
+            self.ctx.tap.receive(envelope)
 
     def _terminate_user(self, app_id: str, user_id: str) -> None:
         sockets = self.ctx.local.subscribers(app_id, server_to_user_channel(user_id))
@@ -200,6 +202,8 @@ class WsNode:
         if conn.deflate:
             metrics.deflate_connections.labels(app.id).inc()
         conn.send(messages.connection_established(conn.socket_id, self.ctx.settings.activity_timeout))
+        if self.ctx.tap.watching(app.id):
+            self.ctx.tap.emit(app.id, "connected", socket_id=conn.socket_id)
         return True
 
     async def _run(self, conn: Connection) -> None:
@@ -297,6 +301,8 @@ class WsNode:
         metrics = self.ctx.metrics
         metrics.connections.labels(app_id).dec()
         metrics.disconnections.labels(app_id, reason).inc()
+        if self.ctx.tap.watching(app_id):
+            self.ctx.tap.emit(app_id, "disconnected", socket_id=conn.socket_id, reason=reason)
         for channel, member in list(conn.channels.items()):
             await subscriptions.leave(self.ctx, conn, channel, member)
         conn.channels.clear()

@@ -18,9 +18,27 @@ from hub.ws.context import NodeContext
 log = structlog.get_logger("hub.ws")
 
 
-def _refuse(conn: Connection, channel: str, error: SubscriptionError) -> None:
+def _refuse(ctx: NodeContext, conn: Connection, channel: str, error: SubscriptionError) -> None:
     conn.send(messages.subscription_error(channel, error))
     log.info("subscription_refused", channel=channel, reason=error.error, **conn.describe())
+    if ctx.tap.watching(conn.app.id):
+        ctx.tap.emit(
+            conn.app.id,
+            "subscription_refused",
+            socket_id=conn.socket_id,
+            channel=channel,
+            reason=error.type,
+            message=error.error,
+        )
+
+
+def _succeeded(ctx: NodeContext, conn: Connection, channel: str, presence: dict[str, Any] | None = None) -> None:
+    conn.send(messages.subscription_succeeded(channel, presence))
+    if ctx.tap.watching(conn.app.id):
+        member = conn.channels.get(channel)
+        ctx.tap.emit(
+            conn.app.id, "subscribed", socket_id=conn.socket_id, channel=channel, user_id=member and member.user_id
+        )
 
 
 def _auth_error(channel: str) -> SubscriptionError:
@@ -58,7 +76,7 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
     """Handle ``pusher:subscribe``: answer ``subscription_succeeded`` or ``subscription_error``."""
     problem = _check_name(conn, channel)
     if problem:
-        _refuse(conn, channel, problem)
+        _refuse(ctx, conn, channel, problem)
         return
     kind = channel_type(channel)
     if channel in conn.channels:
@@ -67,7 +85,7 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
         return
     if kind.kind is ChannelKind.SERVER_TO_USER:
         conn.channels[channel] = None
-        conn.send(messages.subscription_succeeded(channel))
+        _succeeded(ctx, conn, channel)
         return
     member: PresenceMember | None = None
     try:
@@ -78,10 +96,10 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
         ):
             raise PermissionError
     except PermissionError:
-        _refuse(conn, channel, _auth_error(channel))
+        _refuse(ctx, conn, channel, _auth_error(channel))
         return
     except InvalidUserData as exc:
-        _refuse(conn, channel, SubscriptionError("AuthError", str(exc), 400))
+        _refuse(ctx, conn, channel, SubscriptionError("AuthError", str(exc), 400))
         return
     # A public or private socket is counted before it is told it succeeded, so a channel query made
     # after subscription_succeeded (e.g. by the app's backend) already sees it.
@@ -92,7 +110,7 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
         conn.channels[channel] = None
         await ctx.join_local(conn, channel)
         await _count_join(ctx, conn, channel)
-        conn.send(messages.subscription_succeeded(channel))
+        _succeeded(ctx, conn, channel)
     if kind.cache:
         await _send_cached(ctx, conn, channel)
 
@@ -113,15 +131,19 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
         )
     except StateUnavailable:
         ctx.leave_local(conn, channel)
-        _refuse(conn, channel, SubscriptionError("ServerError", "Presence is unavailable; try again shortly.", 503))
+        _refuse(
+            ctx, conn, channel, SubscriptionError("ServerError", "Presence is unavailable; try again shortly.", 503)
+        )
         return False
     if not joined.accepted:
         ctx.leave_local(conn, channel)
         limit = app.limits.max_presence_members_per_channel
-        _refuse(conn, channel, SubscriptionError("LimitReached", f"Presence channel is full ({limit} members).", 4100))
+        _refuse(
+            ctx, conn, channel, SubscriptionError("LimitReached", f"Presence channel is full ({limit} members).", 4100)
+        )
         return False
     conn.channels[channel] = member
-    conn.send(messages.subscription_succeeded(channel, messages.presence_payload(joined.members)))
+    _succeeded(ctx, conn, channel, messages.presence_payload(joined.members))
     await _count_join(ctx, conn, channel)
     if joined.first:
         ctx.webhooks.member_added(app, channel, member.user_id)
@@ -150,6 +172,8 @@ async def _count_join(ctx: NodeContext, conn: Connection, channel: str) -> None:
     try:
         if await ctx.state.join_channel(conn.app.id, channel) == 1:
             ctx.webhooks.channel_occupied(conn.app, channel)
+            if ctx.tap.watching(conn.app.id):
+                ctx.tap.emit(conn.app.id, "occupied", channel=channel)
         ctx.count_changed(conn.app, channel)
     except StateUnavailable:
         # The node's own record is authoritative; it is written back by resync when the store returns.
@@ -182,9 +206,13 @@ async def leave(ctx: NodeContext, conn: Connection, channel: str, member: Presen
         return
     ctx.leave_local(conn, channel)
     app = conn.app
+    if ctx.tap.watching(app.id):
+        ctx.tap.emit(app.id, "unsubscribed", socket_id=conn.socket_id, channel=channel)
     try:
         if await ctx.state.leave_channel(app.id, channel) == 0:
             ctx.webhooks.channel_vacated(app, channel)
+            if ctx.tap.watching(app.id):
+                ctx.tap.emit(app.id, "vacated", channel=channel)
         ctx.count_changed(app, channel)
         if member is not None and await ctx.state.leave_presence(app.id, channel, member.user_id):
             ctx.webhooks.member_removed(app, channel, member.user_id)

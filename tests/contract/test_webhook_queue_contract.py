@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hub.webhooks.queue import MemoryWebhookQueue, WebhookJob, WebhookQueue
+from hub.webhooks.queue import MAX_FAILURES, MemoryWebhookQueue, WebhookFailure, WebhookJob, WebhookQueue
 from hub.webhooks.redis_queue import RedisWebhookQueue
 from tests.contract.conftest import Implementation
 
@@ -148,3 +148,98 @@ async def test_a_held_job_whose_lease_ran_out_comes_back_and_stays_uncancellable
 
     assert await queue.cancel("h") == 0
     assert await queue.lease(NOW + LEASE, 10, LEASE) == [leased]
+
+
+# Per-app stats, failures and dead letters
+
+
+def fresh(job: WebhookJob) -> WebhookJob:
+    return WebhookJob(job.id, job.app_id, job.url, b'{"replayed":true}', NOW + 100)
+
+
+async def test_app_stats_count_only_that_apps_waiting_jobs(queue: WebhookQueue) -> None:
+    await queue.push(WebhookJob.new("1", "http://127.0.0.1:1/a", b"{}", NOW - 30), NOW)
+    await queue.push(WebhookJob.new("1", "http://127.0.0.1:1/a", b"{}", NOW - 5), NOW)
+    other = WebhookJob.new("2", "http://127.0.0.1:1/b", b"{}", NOW - 90)
+    await queue.push(other, NOW)
+
+    one, two = await queue.app_stats("1", NOW), await queue.app_stats("2", NOW)
+    (leased,) = [j for j in await queue.lease(NOW, 10, LEASE) if j.app_id == "2"]
+    await queue.ack(leased)
+
+    assert (one.depth, one.oldest_age) == (2, pytest.approx(30.0))
+    assert (two.depth, two.oldest_age) == (1, pytest.approx(90.0))
+    assert (await queue.app_stats("2", NOW)).depth == 0
+
+
+async def test_a_buried_job_leaves_the_queue_and_is_listed_as_a_dead_letter(queue: WebhookQueue) -> None:
+    queued = job()
+    await queue.push(queued, NOW)
+    (leased,) = await queue.lease(NOW, 10, LEASE)
+    await queue.bury(leased.next_attempt(), "HTTP 500: down", NOW + 1, 3600)
+
+    letters, total = await queue.dead_letters("1", NOW + 2, 10)
+
+    assert await queue.lease(NOW + LEASE * 2, 10, LEASE) == []
+    assert (await queue.stats(NOW)).depth == 0
+    assert total == 1
+    assert letters[0].job == leased.next_attempt()
+    assert (letters[0].error, letters[0].died_at, letters[0].expires_at) == ("HTTP 500: down", NOW + 1, NOW + 3601)
+
+
+async def test_dead_letters_are_listed_newest_first_per_app(queue: WebhookQueue) -> None:
+    jobs = [job() for _ in range(3)]
+    for offset, queued in enumerate(jobs):
+        await queue.push(queued, NOW)
+        await queue.bury(queued, f"failure {offset}", NOW + offset, 3600)
+    await queue.bury(WebhookJob.new("2", "http://127.0.0.1:1/b", b"{}", NOW), "other app", NOW, 3600)
+
+    letters, total = await queue.dead_letters("1", NOW + 5, 2)
+
+    assert total == 3
+    assert [letter.error for letter in letters] == ["failure 2", "failure 1"]
+
+
+async def test_a_dead_letter_expires_after_its_keep_time(queue: WebhookQueue) -> None:
+    await queue.bury(job(), "gone", NOW, 60)
+    await queue.bury(job(), "kept not", NOW, 0)
+
+    assert (await queue.dead_letters("1", NOW + 59, 10))[1] == 1
+    assert await queue.dead_letters("1", NOW + 60, 10) == ([], 0)
+
+
+async def test_a_replayed_dead_letter_is_queued_due_now_as_refreshed(queue: WebhookQueue) -> None:
+    dead = job()
+    await queue.bury(dead, "HTTP 503", NOW, 3600)
+
+    assert await queue.replay("1", dead.id, fresh, NOW + 10)
+
+    assert await queue.dead_letters("1", NOW + 10, 10) == ([], 0)
+    assert await queue.lease(NOW + 10, 10, LEASE) == [fresh(dead)]
+    assert (await queue.app_stats("1", NOW + 100)).depth == 1
+
+
+async def test_a_dead_letter_replays_once_and_only_for_its_app(queue: WebhookQueue) -> None:
+    dead = job()
+    await queue.bury(dead, "HTTP 503", NOW, 3600)
+
+    assert not await queue.replay("2", dead.id, fresh, NOW)
+    results = await asyncio.gather(*(queue.replay("1", dead.id, fresh, NOW) for _ in range(5)))
+
+    assert sorted(results) == [False, False, False, False, True]
+    assert len(await queue.lease(NOW, 10, LEASE)) == 1
+    assert not await queue.replay("1", "no-such-job", fresh, NOW)
+
+
+async def test_failures_are_kept_newest_first_per_app_up_to_the_limit(queue: WebhookQueue) -> None:
+    for attempt in range(MAX_FAILURES + 5):
+        await queue.record_failure(WebhookFailure("1", "j", "http://x/", NOW + attempt, attempt, "HTTP 500", False))
+    await queue.record_failure(WebhookFailure("2", "k", "http://y/", NOW, 1, "timeout", True))
+
+    failures = await queue.failures("1", 100)
+
+    assert len(failures) == MAX_FAILURES
+    assert failures[0] == WebhookFailure(
+        "1", "j", "http://x/", NOW + MAX_FAILURES + 4, MAX_FAILURES + 4, "HTTP 500", False
+    )
+    assert await queue.failures("2", 10) == [WebhookFailure("2", "k", "http://y/", NOW, 1, "timeout", True)]

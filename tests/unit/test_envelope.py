@@ -94,7 +94,13 @@ def test_envelope_version_is_1() -> None:
 
 
 def test_kind_values_are_stable_on_the_wire() -> None:
-    assert {k.name: int(k) for k in Kind} == {"EVENT": 1, "TERMINATE_USER": 2, "USER_PRESENCE": 3}
+    assert {k.name: int(k) for k in Kind} == {
+        "EVENT": 1,
+        "TERMINATE_USER": 2,
+        "USER_PRESENCE": 3,
+        "CONSOLE_WATCH": 4,
+        "CONSOLE_EVENTS": 5,
+    }
 
 
 # --- event_envelope ---------------------------------------------------------------------------------------------
