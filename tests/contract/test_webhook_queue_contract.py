@@ -167,8 +167,8 @@ async def test_app_stats_count_only_that_apps_waiting_jobs(queue: WebhookQueue) 
     (leased,) = [j for j in await queue.lease(NOW, 10, LEASE) if j.app_id == "2"]
     await queue.ack(leased)
 
-    assert (one.depth, one.oldest_age) == (2, pytest.approx(30.0))
-    assert (two.depth, two.oldest_age) == (1, pytest.approx(90.0))
+    assert one.depth == 2 and one.oldest_age == pytest.approx(30.0)
+    assert two.depth == 1 and two.oldest_age == pytest.approx(90.0)
     assert (await queue.app_stats("2", NOW)).depth == 0
 
 

@@ -141,7 +141,7 @@ def test_non_array_is_refused(value: object) -> None:
     assert _error(msgpack.packb(value)) == "unknown envelope version or shape"
 
 
-@pytest.mark.parametrize("kind", [0, 4, -1, "EVENT", None, [1]])
+@pytest.mark.parametrize("kind", [0, 6, -1, "EVENT", None, [1]])
 def test_unknown_kind_is_refused(kind: object) -> None:
     fields = _fields()
     fields[1] = kind
