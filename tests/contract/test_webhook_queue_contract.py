@@ -243,3 +243,14 @@ async def test_failures_are_kept_newest_first_per_app_up_to_the_limit(queue: Web
         "1", "j", "http://x/", NOW + MAX_FAILURES + 4, MAX_FAILURES + 4, "HTTP 500", False
     )
     assert await queue.failures("2", 10) == [WebhookFailure("2", "k", "http://y/", NOW, 1, "timeout", True)]
+
+
+async def test_a_held_job_counts_in_its_apps_stats_once_it_has_been_tried(queue: WebhookQueue) -> None:
+    held = WebhookJob.held("vacated:1:c", "1", "http://127.0.0.1:1/a", b"{}", NOW - 3)
+    await queue.push(held, NOW)
+    assert (await queue.app_stats("1", NOW)).depth == 0, "a held job may still be withdrawn"
+
+    (leased,) = await queue.lease(NOW, 10, LEASE)
+    await queue.retry(leased.next_attempt(), NOW + 2)
+
+    assert (await queue.app_stats("1", NOW)).depth == 1
