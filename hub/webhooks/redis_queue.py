@@ -299,7 +299,7 @@ class RedisWebhookQueue(WebhookQueue):
             self._urls,
             self._app_key("created", fresh.app_id),
         ]
-        args = [job_id, fresh.id, fresh.pack(), fresh.url, now, fresh.created_at]
+        args: list[str | int | float | bytes] = [job_id, fresh.id, fresh.pack(), fresh.url, now, fresh.created_at]
         return bool(await self._call(self._replay(keys, args)))
 
     async def record_failure(self, failure: WebhookFailure) -> None:
