@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from hub import tls
+from hub.admin.node_report import NodeReporter
 from hub.admin.routes import REGISTRARS
 from hub.admin.server import AdminContext, build_admin_app
 from hub.apps import AppRegistry, ConfigError
@@ -24,6 +25,7 @@ from hub.metrics import Metrics
 from hub.state.base import ClusterState, StateUnavailable
 from hub.state.coordination import Coordination, MemoryCoordination
 from hub.state.memory import MemoryClusterState
+from hub.state.node_stats import MemoryNodeStatsBoard, NodeStatsBoard
 from hub.tap import Tap
 from hub.webhooks.emitter import Webhooks
 from hub.webhooks.queue import MemoryWebhookQueue, WebhookQueue
@@ -50,6 +52,7 @@ class Backends:
     coordination: Coordination
     webhook_queue: WebhookQueue
     redis: Any = None
+    node_stats: NodeStatsBoard = field(default_factory=MemoryNodeStatsBoard)
 
     async def close(self) -> None:
         """Disconnect everything."""
@@ -69,6 +72,7 @@ def make_backends(settings: Settings, metrics: Metrics) -> Backends:
     from hub.redis_topology import parse_topology
     from hub.state.redis import RedisClusterState
     from hub.state.redis_coordination import RedisCoordination
+    from hub.state.redis_node_stats import RedisNodeStatsBoard
     from hub.webhooks.redis_queue import RedisWebhookQueue
 
     # Single Redis, Sentinel or Cluster: the coordination and webhook-queue keys work on all three.
@@ -79,6 +83,7 @@ def make_backends(settings: Settings, metrics: Metrics) -> Backends:
         RedisCoordination(client, settings.redis_prefix),
         RedisWebhookQueue(client, settings.redis_prefix),
         client,
+        RedisNodeStatsBoard(client, settings.redis_prefix),
     )
 
 
@@ -213,6 +218,7 @@ class Node:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.sender.run()))
         self._tasks.append(loop.create_task(self.tap.run()))
+        self._tasks.append(loop.create_task(self._reporter().run(self.backends.node_stats)))
         if self.ws is not None:
             self._tasks.append(loop.create_task(run_liveness(self.ws)))
             self._tasks.append(loop.create_task(run_maintenance(self.ws)))
@@ -239,8 +245,18 @@ class Node:
             self.state,
             self.backends.webhook_queue,
             self.ws,
+            self.tap,
+            self.backends.node_stats,
         )
         return build_admin_app(self.settings.admin_token, ctx, REGISTRARS)
+
+    def _reporter(self) -> NodeReporter:
+        def redis() -> str:
+            if not self.settings.redis_url:
+                return "none"
+            return "ok" if self.broker.healthy and self.state.healthy else "down"
+
+        return NodeReporter(self.settings.node_id, self.settings.role.value, self.metrics, lambda: self.ready, redis)
 
     async def _listen(self, app: web.Application, host: str, port: int) -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
@@ -287,6 +303,8 @@ class Node:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        with contextlib.suppress(Exception):
+            await self.backends.node_stats.withdraw(self.settings.node_id)
         if self.ws is not None:
             with contextlib.suppress(Exception):
                 await self.state.withdraw()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.admin import apps_api
+from hub.admin import apps_api, console
 from hub.admin.server import RouteRegistrar
 
-REGISTRARS: tuple[RouteRegistrar, ...] = (apps_api.register,)
+REGISTRARS: tuple[RouteRegistrar, ...] = (apps_api.register, console.register)

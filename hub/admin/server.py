@@ -27,6 +27,8 @@ from hub.broker.base import Broker
 from hub.config import Settings
 from hub.metrics import Metrics
 from hub.state.base import ClusterState
+from hub.state.node_stats import NodeStatsBoard
+from hub.tap import Tap
 from hub.webhooks.queue import WebhookQueue
 
 if TYPE_CHECKING:
@@ -57,6 +59,8 @@ class AdminContext:
     state: ClusterState
     webhook_queue: WebhookQueue
     ws: WsNode | None = None
+    tap: Tap | None = None
+    node_stats: NodeStatsBoard | None = None
 
 
 RouteRegistrar = Callable[[web.Application, AdminContext], None]
