@@ -40,7 +40,8 @@ async def run(settings: Settings, apps: AppRegistry) -> int:
             os._exit(1)
         stop.set()
 
-    watch_stop_signals(loop, on_signal)
+    if watch_stop_signals(loop, on_signal) == "signal":
+        log.info("stop_signals_fallback", reason="the event loop cannot watch signals; Python's handler passes them on")
     if not watch_reload_signal(loop, node.reload_tls) and settings.tls_cert:
         log.warning("tls_reload_unavailable", reason="no SIGHUP here: restart the node to load a new certificate")
     await stop.wait()

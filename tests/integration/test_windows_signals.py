@@ -40,5 +40,6 @@ def test_ctrl_c_drains_and_exits_0_where_the_loop_cannot_add_signal_handlers(tmp
         code = process.stop(sig=signal.SIGINT, timeout=15)  # SIGKILL after 15 s would give -9
         output = process.output()
     assert code == 0, output
+    assert "stop_signals_fallback" in output  # the simulation took: the loop refused, signal.signal stood in
     assert "drain_requested" in output and "node_stopped" in output
     assert "Traceback" not in output
