@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import ssl
 import subprocess
 import tempfile
 import urllib.parse
@@ -27,6 +28,7 @@ import aiohttp
 import pytest
 
 from tests.support.auth_server import AuthServer
+from tests.support.certificates import make_certificates
 from tests.support.js_clients import JsClients
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
@@ -218,3 +220,27 @@ def test_soketi_config_command_prints_the_equivalent_apps_file_and_flags(tmp_pat
         query = urllib.parse.urlencode(signed_params("GET", path, b"", key=APP_KEY, secret=APP_SECRET))
         with urllib.request.urlopen(f"http://{LOOPBACK}:{port}{path}?{query}") as answer:
             assert json.loads(answer.read()) == {"channels": {}}
+
+
+def test_soketi_ssl_options_serve_https_with_the_given_certificate(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    port = free_port()
+    config = write_soketi_json(
+        {**SEED_SOKETI_JSON, "ssl": {"certPath": str(certs["server"]), "keyPath": str(certs["server-key"])}}
+    )
+    argv = hub_command("serve", "--soketi-config", str(config), "--host", LOOPBACK, "--port", str(port))
+    trust = ssl.create_default_context(cafile=str(certs["ca"]))
+    with ManagedProcess(argv, name="hub-soketi-tls") as process:
+        process.wait_ready(lambda: _https_ok(f"https://{LOOPBACK}:{port}/ready", trust))
+        path = f"/apps/{APP_ID}/channels"
+        query = urllib.parse.urlencode(signed_params("GET", path, b"", key=APP_KEY, secret=APP_SECRET))
+        with urllib.request.urlopen(f"https://{LOOPBACK}:{port}{path}?{query}", context=trust) as answer:
+            assert json.loads(answer.read()) == {"channels": {}}
+
+
+def _https_ok(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5, context=context) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
