@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hub.apps import AppRegistry, ConfigError, app_from_mapping, default_app, load_apps_file
+from hub.redis_connection import RedisUrlError
+from hub.redis_topology import parse_topology
 from hub.soketi_config import Translation, soketi_setup
 from hub.tls import TlsFiles
 
@@ -60,8 +62,26 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("host", str, "0.0.0.0", "Address to listen on."),
     Option("port", int, 6001, "Port for WebSocket clients and the HTTP API."),
-    Option("redis_url", str, None, "Redis URL (redis://, rediss://, with password and db). Required for ws/ingest."),
+    Option(
+        "redis_url",
+        str,
+        None,
+        "Redis URL: redis:// or rediss:// (one server), redis+sentinel://, redis+cluster://. Required for ws/ingest.",
+    ),
     Option("redis_prefix", str, "hub", "Prefix of every Redis key and channel; separates deployments."),
+    Option(
+        "redis_replay_seconds",
+        float,
+        60.0,
+        "Seconds each channel's recent events stay in Redis so a node that resubscribes catches up (0: off).",
+    ),
+    Option("redis_replay_events", int, 500, "Most events each channel keeps for that catch-up."),
+    Option(
+        "redis_publish_acks",
+        int,
+        -1,
+        "Replicas that must confirm a publish before it is answered 200 (-1: one if the primary has any; 0: none).",
+    ),
     Option("apps_file", str, None, "JSON apps file; without it one app from PUSHER_APP_ID/KEY/SECRET."),
     Option(
         "soketi_config",
@@ -152,6 +172,9 @@ class Settings:
     admin_token_file: str | None
     console_max_events: int
     webhook_dead_letter_ttl: float
+    redis_replay_seconds: float = 60.0
+    redis_replay_events: int = 500
+    redis_publish_acks: int = -1
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -233,6 +256,15 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if role in (Role.WS, Role.INGEST) and not args["redis_url"]:
         hint = " or Soketi's adapter.driver redis" if soketi is not None else ""
         raise ConfigError(f"hub {role.value} needs --redis-url (or HUB_REDIS_URL{hint})")
+    if args["redis_url"]:
+        try:
+            parse_topology(args["redis_url"])
+        except RedisUrlError as exc:
+            raise ConfigError(f"--redis-url: {exc}") from None
+    if args["redis_replay_seconds"] < 0 or args["redis_replay_events"] < 1:
+        raise ConfigError("redis replay seconds must not be negative and replay events must be at least 1")
+    if args["redis_publish_acks"] < -1:
+        raise ConfigError("redis publish acks must be -1 (automatic), 0 or a number of replicas")
     if args["log_format"] not in ("auto", "json", "console"):
         raise ConfigError(f"log format must be auto, json or console, not {args['log_format']!r}")
     if args["compression"] not in ("on", "off"):

@@ -77,8 +77,17 @@ def make_backends(settings: Settings, metrics: Metrics) -> Backends:
 
     # Single Redis, Sentinel or Cluster: the coordination and webhook-queue keys work on all three.
     client = parse_topology(settings.redis_url).command_client(timeout=2.0, name=f"hub-{settings.node_id}")
+    broker = RedisBroker(
+        settings.redis_url,
+        settings.redis_prefix,
+        settings.node_id,
+        metrics,
+        replay_seconds=settings.redis_replay_seconds,
+        replay_max_events=settings.redis_replay_events,
+        publish_acks=settings.redis_publish_acks,
+    )
     return Backends(
-        RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id, metrics),
+        broker,
         RedisClusterState(settings.redis_url, settings.redis_prefix, settings.node_id),
         RedisCoordination(client, settings.redis_prefix),
         RedisWebhookQueue(client, settings.redis_prefix),

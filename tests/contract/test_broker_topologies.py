@@ -258,7 +258,7 @@ async def test_cluster_slot_migration_keeps_subscribers_receiving(redis_cluster:
             lambda: set(flow.accepted) <= set(inbox.seqs.get(channel, [])), within=5, what="all accepted delivered"
         )
         assert_all_accepted_delivered_once_in_order(flow, inbox)
-        assert len(flow.accepted) > 100
+        assert len(flow.accepted) > 50  # publishes kept flowing through the migration
         print(f"\nslot migration: {len(flow.accepted)} accepted, {len(flow.refused)} refused, 0 lost")
         # The subscription followed the slot to its new owner.
         await eventually(
