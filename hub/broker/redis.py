@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -36,12 +37,14 @@ from hub.broker.envelope import Envelope, EnvelopeError
 from hub.broker.redis_shard import Redirect, Shard
 from hub.broker.replay import StreamId, merge, split_frame, stream_entries, topic_name
 from hub.metrics import Metrics
-from hub.redis_connection import RedisTarget
+from hub.redis_connection import RedisTarget, open_connection
+from hub.redis_resp import RespError, RespProtocol
 from hub.redis_topology import CLUSTER, SENTINEL, SLOTS, SlotRange, cluster_slots, discover_primary, key_slot
 from hub.redis_topology import parse_topology as parse_topology
 
 # How often a cluster's slot map is read again without a reason (a reason triggers it at once).
 TOPOLOGY_REFRESH_SECONDS = 5.0
+INITIAL_WATCH_BACKOFF = 0.1
 FAILOVER_REFRESH_SECONDS = 0.2
 
 
@@ -133,6 +136,8 @@ class RedisBroker(Broker):
                 self._assign(topic, shard)
             shard.start()
             self._mapped.set()
+            if self.sentinel:
+                self._tasks.append(asyncio.create_task(self._watch_sentinels(shard), name="redis-broker-sentinel"))
         try:
             async with asyncio.timeout(self.timeout):
                 await self._mapped.wait()
@@ -375,6 +380,52 @@ class RedisBroker(Broker):
             self._shards[(host, port)] = shard
             shard.start()
         return shard
+
+    async def _watch_sentinels(self, shard: Shard) -> None:
+        """Sentinel only: follow ``+switch-master`` so a promotion moves the connections at once.
+
+        Without it the shard still finds the new primary, but only once its connections to the old one
+        fail or answer READONLY; a demoted primary that stays up keeps a pub/sub connection quiet.
+        """
+        service = (self.topology.service or "").encode()
+        backoff = INITIAL_WATCH_BACKOFF
+
+        def on_message(channel: bytes, payload: bytes) -> None:
+            fields = payload.split()
+            if channel == b"+switch-master" and fields and fields[0] == service:
+                self.log.warning("broker_sentinel_switch", new_primary=b":".join(fields[3:5]).decode())
+                shard.abort()
+
+        while True:
+            for sentinel in self.topology.targets:
+                target = replace(sentinel, tls=False, username=None, password=None)
+                try:
+                    _, conn = await open_connection(
+                        target, lambda: RespProtocol(on_message), connect_timeout=self.timeout
+                    )
+                except (OSError, TimeoutError) as exc:
+                    self.log.info(
+                        "broker_sentinel_unreachable", sentinel=f"{target.host}:{target.port}", error=repr(exc)
+                    )
+                    continue
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        if self.topology.sentinel_password is not None:
+                            user = self.topology.sentinel_username
+                            auth = [user.encode()] if user else []
+                            await conn.request(b"AUTH", *auth, self.topology.sentinel_password.encode())
+                        conn.send(b"SUBSCRIBE", b"+switch-master")
+                        await conn.request(b"PING")
+                except (OSError, TimeoutError, RespError) as exc:
+                    self.log.info(
+                        "broker_sentinel_unreachable", sentinel=f"{target.host}:{target.port}", error=repr(exc)
+                    )
+                    conn.abort()
+                    continue
+                backoff = INITIAL_WATCH_BACKOFF
+                await conn.closed
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
 
     async def _run_topology(self) -> None:
         """Cluster only: keep the slot map current and the topics on the shards that serve them."""

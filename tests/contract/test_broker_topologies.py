@@ -299,3 +299,38 @@ async def test_single_redis_restart_delivers_what_was_accepted_before_resubscrib
         finally:
             await publisher.close()
             await subscriber.close()
+
+
+async def test_sentinel_switchover_moves_both_connections_to_the_new_primary(
+    sentinel: RedisSentinel, prefix: str
+) -> None:
+    """A planned failover demotes the primary without killing it: +switch-master moves the broker at once."""
+    inbox = Inbox()
+    publisher, subscriber = broker(sentinel.url, prefix, "p"), broker(sentinel.url, prefix, "s")
+    await publisher.start(lambda e: None, [APP])
+    await subscriber.start(inbox, [APP])
+    try:
+        await subscriber.subscribe(APP, "planned")
+        flow = Flow(publisher, "planned")
+        flow.start()
+        await asyncio.sleep(0.3)
+        old = sentinel.primary_port()
+        sentinel.sentinels[0].command("SENTINEL", "FAILOVER", "hubmaster")
+        await eventually(lambda: sentinel.primary_port() != old, within=15, what="sentinels agree on a new primary")
+        new = sentinel.primary_port()
+        assert new != old
+        await eventually(
+            lambda: subscriber.primaries == [f"127.0.0.1:{new}"] and publisher.primaries == [f"127.0.0.1:{new}"],
+            within=5,
+            what="both brokers on the new primary",
+        )
+        await asyncio.sleep(0.5)
+        await flow.stop()
+        await eventually(
+            lambda: set(flow.accepted) <= set(inbox.seqs.get("planned", [])), within=5, what="all accepted delivered"
+        )
+        assert_all_accepted_delivered_once_in_order(flow, inbox)
+        print(f"\nsentinel switchover: {len(flow.accepted)} accepted, {len(flow.refused)} refused, 0 lost")
+    finally:
+        await publisher.close()
+        await subscriber.close()

@@ -343,7 +343,6 @@ async def test_receiver_outage_loses_no_webhook_and_the_backlog_drains_after_it_
 async def test_queued_webhooks_survive_a_restart_of_every_node_while_the_receiver_is_down(
     topology: Topology, js: JsClients, flaky_auth: AuthServer, receiver: WebhookReceiver
 ) -> None:
-    import redis.asyncio as aioredis
 
     channel = unique("private-restart")
     await subscribed(js, topology, flaky_auth, "a", 0, channel)
@@ -351,7 +350,7 @@ async def test_queued_webhooks_survive_a_restart_of_every_node_while_the_receive
     try:
         for n in range(5):
             assert await js.trigger("a", channel, "client-queued", {"n": n})
-        client = aioredis.Redis.from_url(topology.redis.url)
+        client = topology.redis_client()
         try:
 
             async def queued() -> int:

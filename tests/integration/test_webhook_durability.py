@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from tests.support.auth_server import AuthServer
 from tests.support.js_clients import JsClients
@@ -67,7 +66,7 @@ async def subscribed(
 
 async def held_in_redis(topology: Topology, *needles: str) -> int:
     """How many held webhooks mentioning every needle wait in the cluster's Redis queue."""
-    client = aioredis.Redis.from_url(topology.redis.url)
+    client = topology.redis_client()
     try:
         ids = await client.zrange("{hub:webhooks}:held", 0, -1)
     finally:

@@ -2,6 +2,8 @@
 
 `embedded`: one `hub serve` process (in-memory broker and state).
 `cluster`: a real `redis-server`, two `hub ws` nodes and one `hub ingest` node, all subprocesses.
+`rediscluster`: the same two `hub ws` and one `hub ingest` over a Redis Cluster of 3 primaries and 3
+replicas (sharded pub/sub, every key layout and script exercised across slots).
 Tests address "node i" with `ws_port(i)`; on `embedded` every index is the one process, so the same
 test checks cross-node behaviour on the cluster and plain behaviour on a single node.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 import pusher
 
+from hub.redis_topology import CommandClient, parse_topology
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
 from tests.support.redis_server import RedisServer
@@ -78,6 +81,11 @@ class Topology:
     def clustered(self) -> bool:
         """Whether nodes talk through Redis."""
         return self.redis is not None
+
+    def redis_client(self) -> CommandClient:
+        """A redis-py client of this deployment's Redis (any topology), for looking behind hub's back."""
+        assert self.redis is not None
+        return parse_topology(self.redis.url).command_client(timeout=5.0)
 
     def ws_port(self, node: int = 0) -> int:
         """The WebSocket port of node ``node`` (any index maps to the one process when embedded)."""
