@@ -12,6 +12,7 @@ delivery, ``still_due`` checks the state once more, for a re-occupation that rac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Coroutine
@@ -52,6 +53,7 @@ class Webhooks:
         """``batch_seconds`` > 0 collects each webhook's events that long and sends them in one request."""
         self._batch_seconds = batch_seconds
         self._batches: dict[tuple[str, Webhook], list[dict[str, Any]]] = {}
+        self._flush_now = asyncio.Event()
         self._on_queued = on_queued
         self._queue = queue
         self._co = coordination
@@ -102,7 +104,8 @@ class Webhooks:
             self._spawn(self._guarded(app, self._send_batch(app, hook, self._batches.pop(key))))
 
     async def _flush_after(self, app: App, hook: Webhook) -> None:
-        await asyncio.sleep(self._batch_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flush_now.wait(), self._batch_seconds)  # set by close()
         events = self._batches.pop((app.id, hook), None)
         if events:
             await self._send_batch(app, hook, events)
@@ -216,8 +219,9 @@ class Webhooks:
 
     async def close(self) -> None:
         """Let decisions in flight and open batches reach the queue (holds wait there, not here), then stop."""
+        self._flush_now.set()  # open batches go out now, not at the end of their window
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._batch_seconds + 2.0
+        deadline = loop.time() + 2.0
         # A decision may open a batch as it ends: wait for the tasks spawned meanwhile too.
         while self._tasks and (left := deadline - loop.time()) > 0:
             await asyncio.wait(set(self._tasks), timeout=left)
