@@ -465,3 +465,27 @@ def test_the_readme_lists_every_soketi_option_as_the_table_says() -> None:
         "README's 'Every Soketi option' table is out of date; paste the output of "
         "python -c 'from hub.soketi_config import reference_table; print(reference_table())'"
     )
+
+
+def test_mixed_dotted_and_nested_keys_and_indexed_app_fields_mean_the_same() -> None:
+    mixed = {
+        "appManager.array": {"apps": [{"id": "1", "key": "k", "secret": "s"}]},
+        "appManager.array.apps.0.enableClientMessages": True,
+        "appManager.array.apps.1": {"id": "2", "key": "k2", "secret": "s2"},
+        "database": {"redis.host": "r"},
+        "adapter.driver": "redis",
+    }
+    nested = {
+        "appManager": {
+            "array": {
+                "apps": [
+                    {"id": "1", "key": "k", "secret": "s", "enableClientMessages": True},
+                    {"id": "2", "key": "k2", "secret": "s2"},
+                ]
+            }
+        },
+        "database": {"redis": {"host": "r"}},
+        "adapter": {"driver": "redis"},
+    }
+    assert translate(mixed, {}) == translate(nested, {})
+    assert translate(mixed, {}).options["redis_url"] == "redis://r:6379/0"
