@@ -80,6 +80,8 @@ def print_soketi_setup(args: Sequence[str], env: Mapping[str, str]) -> int:
     apps, command, not_applied = hub_setup(translation)
     print(apps)
     print(f"# save the apps above as apps.json, then run:\n{command}", file=sys.stderr)
+    if "redis_url" in translation.options:
+        print("# (hub ws and hub ingest take the same flags, for a cluster over that Redis)", file=sys.stderr)
     for line in not_applied:
         print(f"# not applied: {line}", file=sys.stderr)
     return 0

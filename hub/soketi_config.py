@@ -652,10 +652,18 @@ def translate(doc: Mapping[str, Any] | None, env: Mapping[str, str]) -> Translat
     # Rows run in table order, so one row can read another's raw value (metrics.enabled before metrics.port).
     for row in SOKETI_OPTIONS:
         if row.path in values:
-            row.apply(b, row.path, values[row.path])
+            try:
+                row.apply(b, row.path, values[row.path])
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"Soketi option {row.path}={json.dumps(values[row.path])} has the wrong type"
+                ) from None
     for path in unknown:
         b.skip(path, "not a Soketi option")
-    _resolve_redis(b)
+    try:
+        _resolve_redis(b)
+    except (TypeError, ValueError):
+        raise ConfigError("Soketi option database.redis has a port or db that is not a number") from None
     options = {**{k: v for k, v in SOKETI_DEFAULTS.items() if k not in b.options}, **b.options}
     apps = _apps_of(values.get("appManager.array.apps"), indexed_apps, b.app_defaults)
     given = "appManager.array.apps" in values or bool(indexed_apps)

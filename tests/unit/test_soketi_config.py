@@ -489,3 +489,17 @@ def test_mixed_dotted_and_nested_keys_and_indexed_app_fields_mean_the_same() -> 
     }
     assert translate(mixed, {}) == translate(nested, {})
     assert translate(mixed, {}).options["redis_url"] == "redis://r:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("doc", "named"),
+    [
+        ({"shutdownGracePeriod": "soon"}, "shutdownGracePeriod"),
+        ({"httpApi": {"requestLimitInMb": [1]}}, "httpApi.requestLimitInMb"),
+        ({"eventLimits.maxBatchSize": "ten"}, "eventLimits.maxBatchSize"),
+        ({"adapter.driver": "redis", "database.redis.port": "six"}, "database.redis"),
+    ],
+)
+def test_a_soketi_value_of_the_wrong_type_is_refused_naming_the_option(doc: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        translate(doc, {})
