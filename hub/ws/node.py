@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -41,6 +42,8 @@ SUPPORTED_PROTOCOLS = range(5, 8)
 Handler = Callable[[Connection, ClientMessage], Awaitable[None]]
 # A client's queued messages beyond this stop its reads until the queue is back down.
 INBOX_PAUSE, INBOX_RESUME = 64, 16
+# After this many admissions the objects alive so far move to the garbage collector's permanent generation.
+FREEZE_EVERY = 1000
 
 
 class WsNode:
@@ -66,6 +69,8 @@ class WsNode:
         self._sent: dict[str, tuple[Counter, Counter]] = {}
         self._received: dict[str, tuple[Counter, Counter]] = {}
         self._all_closed = asyncio.Event()
+        # The first admission freezes everything start-up allocated (modules, the app, the routes).
+        self._unfrozen = FREEZE_EVERY
 
     # -- broker side -------------------------------------------------------------------------
 
@@ -195,6 +200,9 @@ class WsNode:
             return False
         conn.admitted = True
         self.connections[conn.socket_id] = conn
+        self._unfrozen += 1
+        if self._unfrozen >= FREEZE_EVERY:
+            self._freeze()
         self._all_closed.clear()
         metrics = self.ctx.metrics
         metrics.connections.labels(app.id).inc()
@@ -205,6 +213,19 @@ class WsNode:
         if self.ctx.tap.watching(app.id):
             self.ctx.tap.emit(app.id, "connected", socket_id=conn.socket_id)
         return True
+
+    def _freeze(self) -> None:
+        """Keep long-lived objects out of full collections.
+
+        A full collection walks every tracked object; with start-up's objects and thousands of sockets that
+        is 100+ ms, and a connection burst triggers several (benchmarks/README.md, "Reconnect storm"). Frozen
+        objects are still freed by reference counting when a socket goes (no cycle keeps a closed
+        Connection alive); only cyclic garbage alive at the moment of a freeze would stay, which is why
+        the young generations are collected first.
+        """
+        self._unfrozen = 0
+        gc.collect(1)
+        gc.freeze()
 
     async def _run(self, conn: Connection) -> None:
         """The socket's task while it has work: admission, queued messages in order, cleanup once lost."""
