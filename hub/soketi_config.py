@@ -141,7 +141,9 @@ def _metrics_enabled(b: _Builder, path: str, value: Any) -> None:
 
 
 def _metrics_port(b: _Builder, path: str, value: Any) -> None:
-    if b.values.get("metrics.enabled") is not False:
+    if b.values.get("metrics.enabled") is False:
+        b.skip(path, "metrics.enabled is false, so hub opens no metrics port")
+    else:
         b.options["metrics_port"] = value
 
 
@@ -701,14 +703,17 @@ def _resolve_redis(b: _Builder) -> None:
             raise ConfigError(
                 "Soketi option database.redis.db cannot be used in cluster mode: a Redis Cluster has only db 0"
             )
-        for key in ("sentinels", "sentinel_password", "name"):
+        for key in ("host", "port", "sentinels", "sentinel_password", "name"):
             if key in parts:
-                b.skip(f"database.redis.{_REDIS_KEYS[key]}", "not used in cluster mode")
+                b.skip(f"database.redis.{_REDIS_KEYS[key]}", "cluster mode reaches Redis through clusterNodes")
         b.options["redis_url"] = f"redis+cluster://{auth}{nodes}"
         return
     if "cluster_nodes" in parts:
         b.skip("database.redis.clusterNodes", "no Soketi driver has clusterMode on")
     if parts.get("sentinels"):
+        for key in ("host", "port"):
+            if key in parts:
+                b.skip(f"database.redis.{key}", "the sentinels name the Redis server")
         sentinels = _hosts("database.redis.sentinels", parts["sentinels"])
         service = quote(str(parts.get("name") or "mymaster"), safe="")
         query = ""

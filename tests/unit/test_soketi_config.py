@@ -416,14 +416,28 @@ def test_redis_cluster_mode_gives_a_redis_cluster_url() -> None:
     assert parse_topology(url).kind == "cluster"
 
 
+def test_redis_host_and_port_unused_by_sentinels_or_cluster_mode_are_named() -> None:
+    sentinel = {"adapter.driver": "redis", "database.redis": {"host": "h", "sentinels": [{"host": "s", "port": 1}]}}
+    assert [i.split(" (")[0] for i in translate(sentinel, {}).not_applied] == ["database.redis.host"]
+    nodes = [{"host": "c", "port": 7000}]
+    cluster = {
+        "adapter.redis.clusterMode": True,
+        "adapter.driver": "redis",
+        "database.redis": {"port": 1, "clusterNodes": nodes},
+    }
+    assert [i.split(" (")[0] for i in translate(cluster, {}).not_applied] == ["database.redis.port"]
+
+
 def test_redis_settings_without_a_redis_driver_are_named_not_applied() -> None:
     translation = translate({"database": {"redis": {"host": "r", "port": 1}}}, {})
     assert "redis_url" not in translation.options
     assert {item.split(" (")[0] for item in translation.not_applied} == {"database.redis.host", "database.redis.port"}
 
 
-def test_metrics_disabled_turns_the_metrics_port_off() -> None:
-    assert translate({"metrics": {"enabled": False, "port": 9999}}, {}).options["metrics_port"] == 0
+def test_metrics_disabled_turns_the_metrics_port_off_and_names_the_unused_port() -> None:
+    translation = translate({"metrics": {"enabled": False, "port": 9999}}, {})
+    assert translation.options["metrics_port"] == 0
+    assert [item.split(" (")[0] for item in translation.not_applied] == ["metrics.port"]
 
 
 def test_a_soketi_value_of_the_wrong_type_is_a_config_error_naming_the_flag(tmp_path: Path) -> None:
