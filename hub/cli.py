@@ -16,7 +16,7 @@ from hub.config import Settings, load_apps, parse_settings, unknown_variables
 from hub.logging import configure_logging
 from hub.server import Node
 from hub.signals import watch_reload_signal, watch_stop_signals
-from hub.soketi_config import hub_setup, read_config_file, translate
+from hub.soketi_config import hub_setup, soketi_setup
 
 log = structlog.get_logger("hub")
 
@@ -76,7 +76,8 @@ def print_soketi_setup(args: Sequence[str], env: Mapping[str, str]) -> int:
     parser = argparse.ArgumentParser(prog="hub soketi-config", description="Print the hub setup of a Soketi config.")
     parser.add_argument("path", help="Soketi config file; SOKETI_* variables are read too")
     path = parser.parse_args(list(args)).path
-    translation = translate(read_config_file(path), env)
+    translation = soketi_setup(path, env)
+    assert translation is not None  # a config file always makes a setup
     apps, command, not_applied = hub_setup(translation)
     print(apps)
     print(f"# save the apps above as apps.json, then run:\n{command}", file=sys.stderr)

@@ -672,9 +672,39 @@ def translate(doc: Mapping[str, Any] | None, env: Mapping[str, str]) -> Translat
     return Translation(options=options, apps=apps, not_applied=b.not_applied, apps_given=given)
 
 
-def soketi_setup(config_path: str | None, env: Mapping[str, str]) -> Translation | None:
-    """The Soketi setup to start from: the config file and/or ``SOKETI_*`` variables; None when neither."""
-    if config_path is None and not soketi_env(env):
+def dotenv_soketi_variables(path: Path) -> dict[str, str]:
+    """The ``SOKETI_*`` lines of a ``.env`` file (``KEY=value``, optional quotes, ``#`` comments, ``export``).
+
+    ``soketi start`` loads the ``.env`` of the directory it runs in (often Laravel's own), so a setup
+    may keep its ``SOKETI_*`` settings there.
+    """
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name.startswith(ENV_PREFIX):
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        found[name] = value
+    return found
+
+
+def soketi_setup(config_path: str | None, env: Mapping[str, str], cwd: Path | None = None) -> Translation | None:
+    """The Soketi setup to start from: the config file and/or ``SOKETI_*`` variables; None when neither.
+
+    With a config file, ``SOKETI_*`` lines of ``.env`` in the working directory count too, below the
+    real environment, as ``soketi start`` reads them.
+    """
+    if config_path is not None:
+        env = {**dotenv_soketi_variables((cwd or Path.cwd()) / ".env"), **env}
+    elif not soketi_env(env):
         return None
     return translate(read_config_file(config_path) if config_path else None, env)
 

@@ -517,3 +517,21 @@ def test_mixed_dotted_and_nested_keys_and_indexed_app_fields_mean_the_same() -> 
 def test_a_soketi_value_of_the_wrong_type_is_refused_naming_the_option(doc: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         translate(doc, {})
+
+
+def test_with_a_config_file_soketi_lines_of_the_working_directorys_dotenv_count_below_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "APP_NAME=Laravel\nPUSHER_APP_ID=local-app\n# SOKETI_HOST=10.0.0.1\nexport SOKETI_PORT=7001\n"
+        'SOKETI_DEFAULT_APP_KEY="local-key" \nSOKETI_DEBUG=true # verbose\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    config = write(tmp_path, "soketi.json", {})
+
+    settings = parse_settings(["serve", "--soketi-config", config], {"SOKETI_DEBUG": "false"})
+
+    assert (settings.port, settings.host, settings.log_level) == (7001, "0.0.0.0", "info")
+    assert [app.key for app in load_apps(settings, {})] == ["local-key"]
+    # Without a config file hub reads no .env: a Laravel project's file must not change a plain `hub serve`.
+    assert parse_settings(["serve"], {}).soketi is None
