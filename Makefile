@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 JS     := tests/js
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run venv lint test test-unit system-deps node-deps clean
+.PHONY: run venv lint test test-unit system-deps node-deps screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,23 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The Python SDK only accepts numeric app ids, so the quick-start app is "1" unless PUSHER_APP_ID says otherwise.
+# The console is on: with HUB_ADMIN_TOKEN, or with a random token printed once, in the console's URL.
 run: $(STAMP)
-	PUSHER_APP_ID=$${PUSHER_APP_ID:-1} $(BIN)/hub serve
+	@token="$${HUB_ADMIN_TOKEN:-}"; \
+	if [ -z "$$token" ]; then \
+	  token=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))'); \
+	  echo "hub console: http://127.0.0.1:$${HUB_ADMIN_PORT:-9602}/console/#token=$$token"; \
+	  echo "  (admin token $$token, made up for this run; set HUB_ADMIN_TOKEN to choose your own)"; \
+	else \
+	  echo "hub console: http://127.0.0.1:$${HUB_ADMIN_PORT:-9602}/console/ (log in with HUB_ADMIN_TOKEN)"; \
+	fi; \
+	HUB_ADMIN_TOKEN="$$token" PUSHER_APP_ID=$${PUSHER_APP_ID:-1} exec $(BIN)/hub serve
 
 # redis-server (and redis-cli, which creates the Redis Cluster) are real dependencies of the tests; install them from Debian when missing.
 system-deps:
 	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; }
 	@command -v node >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
@@ -44,6 +54,10 @@ test: $(STAMP) node-deps lint
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+# The console's screenshots in docs/console/ (README), taken by headless Chromium from a live 2-node cluster.
+screenshots: $(STAMP) node-deps
+	$(BIN)/python -m tests.browser.screenshots docs/console
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -133,6 +133,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls_ca", str, None, "PEM intermediate/CA chain sent after the certificate."),
     Option("tls_key_password", str, None, "Passphrase of an encrypted --tls-key."),
     Option("console_max_events", int, 200, "Events per second a console stream shows (per app); the rest are counted."),
+    Option("webhook_retry_window", float, 300.0, "Seconds a webhook is retried before it is given up."),
     Option("webhook_dead_letter_ttl", float, 604800.0, "Seconds a webhook given up after retrying is kept for replay."),
 )
 
@@ -172,6 +173,7 @@ class Settings:
     admin_token_file: str | None
     console_max_events: int
     webhook_dead_letter_ttl: float
+    webhook_retry_window: float
     redis_replay_seconds: float = 60.0
     redis_replay_events: int = 500
     redis_publish_acks: int = -1
@@ -279,6 +281,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError("max HTTP body kb must be positive")
     if args["webhook_batch_ms"] < 0:
         raise ConfigError("webhook batch ms must be 0 (off) or positive")
+    if args["webhook_retry_window"] <= 0:
+        raise ConfigError("webhook retry window must be positive")
     if args["console_max_events"] < 1:
         raise ConfigError("console max events must be at least 1")
     args["node_id"] = args["node_id"] or secrets.token_hex(6)

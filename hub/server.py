@@ -141,6 +141,7 @@ class Node:
             confirm=self.webhooks.still_due,
             tap=self.tap,
             dead_letter_ttl=settings.webhook_dead_letter_ttl,
+            window=settings.webhook_retry_window,
         )
         self.ws: WsNode | None = None
         self.draining = False

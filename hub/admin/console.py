@@ -106,10 +106,14 @@ async def _channels(request: web.Request) -> web.Response:
     prefix = request.query.get("prefix", "")
     occupied = await _read(_ctx(request).state.channels(app.id, prefix))
     channels = [
-        {"name": name, "subscription_count": count, "kind": channel_type(name).kind.value}
-        for name, count in sorted(occupied.items())
+        {"name": name, "subscription_count": count, "kind": _kind(name)} for name, count in sorted(occupied.items())
     ]
     return web.json_response({"channels": channels})
+
+
+def _kind(channel: str) -> str:
+    kind = channel_type(channel)
+    return f"{kind.kind.value}, cache" if kind.cache else kind.kind.value
 
 
 async def _channel(request: web.Request) -> web.Response:
@@ -122,7 +126,7 @@ async def _channel(request: web.Request) -> web.Response:
     kind = channel_type(name)
     result: dict[str, Any] = {
         "name": name,
-        "kind": kind.kind.value,
+        "kind": _kind(name),
         "subscription_count": await _read(state.channel_subscriptions(app.id, name)),
     }
     if kind.kind is ChannelKind.PRESENCE:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,6 +23,10 @@ from hub.state.node_stats import NodePost, NodeStatsBoard
 log = structlog.get_logger("hub.admin")
 
 REPORT_SECONDS = 2.0
+# Each post carries the node's last HISTORY reports of the charted figures, so a page opened now draws
+# the last two minutes at once.
+HISTORY = 60
+CHARTED = ("connections", "deliveries_per_second", "published_per_second", "fanout_p99_ms")
 # A node that has not posted for this long is shown as gone.
 STALE_SECONDS = 3 * REPORT_SECONDS + 1.0
 
@@ -86,6 +91,7 @@ class NodeReporter:
         self._last_deliveries = _by_app(metrics.deliveries)
         self._last_published = _by_app(metrics.published_events)
         self._last_fanout = _buckets(metrics.fanout_seconds)
+        self._history: dict[str, deque[float | None]] = {name: deque(maxlen=HISTORY) for name in CHARTED}
 
     def figures(self) -> NodePost:
         """The figures to post now."""
@@ -111,7 +117,7 @@ class NodeReporter:
             published,
             fanout,
         )
-        return {
+        figures: NodePost = {
             "role": self.role,
             "ready": self._ready(),
             "redis": self._redis(),
@@ -124,6 +130,10 @@ class NodeReporter:
             "memory_bytes": int(m.registry.get_sample_value("hub_process_resident_memory_bytes") or 0),
             "apps": apps,
         }
+        for name, series in self._history.items():
+            series.append(figures[name])
+        figures["history"] = {name: list(series) for name, series in self._history.items()}
+        return figures
 
     async def run(self, board: NodeStatsBoard, interval: float = REPORT_SECONDS) -> None:
         """Post every ``interval`` seconds until cancelled; an unreachable board is retried next time."""

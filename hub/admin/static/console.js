@@ -5,11 +5,9 @@
 const TOKEN_KEY = 'hub-admin-token';
 const MAX_ROWS = 500;
 const POLL_MS = 2000;
-const HISTORY = 60;
 
 const $ = (id) => document.getElementById(id);
-const state = { apps: [], app: null, page: null, timer: null, stream: null, paused: false, held: [], notShown: 0,
-  history: { connections: [], deliveries: [], published: [], fanout: [] } };
+const state = { apps: [], app: null, page: null, timer: null, stream: null, paused: false, held: [], notShown: 0 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -144,37 +142,47 @@ function chart(canvasId, points) {
   const ctx = canvas.getContext('2d');
   const { width, height } = canvas;
   ctx.clearRect(0, 0, width, height);
-  const values = points.filter((v) => v !== null);
-  if (!values.length) return;
-  const top = Math.max(...values) || 1;
-  ctx.strokeStyle = '#3b5bdb';
-  ctx.lineWidth = 2;
+  const values = points.filter((v) => v !== null && v !== undefined);
+  if (points.length < 2 || !values.length) return;
+  const top = Math.max(...values) * 1.15 || 1;
+  const x = (i) => (i / (points.length - 1)) * width;
+  const y = (v) => height - 2 - ((v || 0) / top) * (height - 6);
   ctx.beginPath();
-  points.forEach((v, i) => {
-    const x = (i / (HISTORY - 1)) * width;
-    const y = height - 4 - ((v || 0) / top) * (height - 8);
-    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-  });
+  points.forEach((v, i) => (i === 0 ? ctx.moveTo(x(i), y(v)) : ctx.lineTo(x(i), y(v))));
+  ctx.strokeStyle = '#3b5bdb';
+  ctx.lineWidth = 1.5;
   ctx.stroke();
+  ctx.lineTo(width, height);
+  ctx.lineTo(0, height);
+  ctx.closePath();
+  ctx.fillStyle = 'rgba(59, 91, 219, 0.12)';
+  ctx.fill();
 }
 
-function remember(name, value) {
-  const series = state.history[name];
-  series.push(value);
-  while (series.length > HISTORY) series.shift();
+// The nodes' own histories (their last reports), summed across nodes point by point from the newest.
+function series(nodes, name, combine) {
+  const length = Math.max(0, ...nodes.map((n) => ((n.history || {})[name] || []).length));
+  const out = [];
+  for (let back = length; back >= 1; back -= 1) {
+    const values = nodes.map((n) => { const h = (n.history || {})[name] || []; return h[h.length - back]; })
+      .filter((v) => v !== null && v !== undefined);
+    out.push(values.length ? combine(values) : null);
+  }
+  return out;
 }
+const sum = (values) => values.reduce((a, b) => a + b, 0);
+const max = (values) => Math.max(...values);
 
 async function showCluster() {
   await poll(async () => {
     const cluster = await api('/api/cluster');
     const nodes = cluster.nodes;
-    const total = (name) => nodes.reduce((sum, n) => sum + (n[name] || 0), 0);
+    const total = (name) => nodes.reduce((s, n) => s + (n[name] || 0), 0);
     const fanouts = nodes.map((n) => n.fanout_p99_ms).filter((v) => v !== null && v !== undefined);
-    remember('connections', total('connections'));
-    remember('deliveries', total('deliveries_per_second'));
-    remember('published', total('published_per_second'));
-    remember('fanout', fanouts.length ? Math.max(...fanouts) : null);
-    for (const name of Object.keys(state.history)) chart(`chart-${name}`, state.history[name]);
+    chart('chart-connections', series(nodes, 'connections', sum));
+    chart('chart-deliveries', series(nodes, 'deliveries_per_second', sum));
+    chart('chart-published', series(nodes, 'published_per_second', sum));
+    chart('chart-fanout', series(nodes, 'fanout_p99_ms', max));
     $('now-connections').textContent = num(total('connections'));
     $('now-deliveries').textContent = num(total('deliveries_per_second'));
     $('now-published').textContent = num(total('published_per_second'));
@@ -203,7 +211,7 @@ async function showApps() {
       const open = el('a', a.id);
       open.href = `#/apps/${encodeURIComponent(a.id)}/debug`;
       return row([open, a.key, a.enabled ? 'yes' : 'no', a.enable_client_messages ? 'yes' : 'no',
-        num(figures.connections || 0), num(figures.channels || 0), num(figures.published_per_second || 0, 1),
+        num(figures.connections || 0), num(figures.published_per_second || 0, 1),
         num(figures.deliveries_per_second || 0, 1), edit]);
     }));
   });
@@ -410,7 +418,8 @@ async function refreshWebhooks() {
   fill($('dead-letters'), w.dead_letters.map((d) => {
     const button = el('button', 'Replay', 'replay');
     button.addEventListener('click', () => replay(`${base}/dead-letters/${encodeURIComponent(d.id)}/replay`, 'replay-result').catch(onError));
-    const tr = row([when(d.died_at), d.url, d.webhooks.join(', '), d.attempts, d.error, button]);
+    const what = d.events.map((e) => [e.name, e.channel, e.user_id].filter(Boolean).join(' ')).join(', ');
+    const tr = row([when(d.died_at), d.url, what, d.attempts, d.error, button]);
     tr.dataset.id = d.id;
     return tr;
   }));
