@@ -153,3 +153,12 @@ class ClusterState(ABC):
     @abstractmethod
     def healthy(self) -> bool:
         """Whether the store is reachable."""
+
+    @property
+    def needs_resync(self) -> bool:
+        """Whether a store operation failed since the last ``resync`` began, so this node's share may be wrong.
+
+        A write that timed out may or may not have been applied, and a Redis failover can lose the last
+        writes it had acknowledged; rewriting the share from the live sockets repairs both.
+        """
+        return False

@@ -147,6 +147,7 @@ class RedisClusterState(ClusterState):
         safe_id = "".join(c if c.isalnum() or c in "-_.:" else "_" for c in node_id)
         self._client = topology.command_client(timeout=timeout, name=f"hub-state-{safe_id}")
         self._healthy = False
+        self._failed_since_resync = False
 
         nodes = "{" + f"{prefix}:#nodes" + "}"
         self._alive_key = f"{nodes}:alive"
@@ -212,6 +213,7 @@ class RedisClusterState(ClusterState):
             if self._healthy:
                 self._log.warning("state_unavailable", op=op, error=repr(exc))
             self._healthy = False
+            self._failed_since_resync = True
             raise StateUnavailable(f"Redis state store unreachable during {op}: {exc!r}") from exc
         if not self._healthy:
             self._healthy = True
@@ -409,6 +411,7 @@ class RedisClusterState(ClusterState):
         The new epoch is recorded first, so a reaper that claimed this node earlier leaves each app alone
         from the moment its first resync batch ran (its app epoch is then newer than the claim).
         """
+        self._failed_since_resync = False
         per_app: dict[str, NodeSnapshot] = {}
 
         def part(app_id: str) -> NodeSnapshot:
@@ -552,6 +555,11 @@ class RedisClusterState(ClusterState):
                 return True
         self._log.warning("state_drain_incomplete", drained_node=node, app_id=app_id, rounds=DRAIN_ROUNDS)
         return True
+
+    @property
+    def needs_resync(self) -> bool:
+        """A Redis round trip failed since the last resync began (see ClusterState.needs_resync)."""
+        return self._failed_since_resync
 
     @property
     def healthy(self) -> bool:

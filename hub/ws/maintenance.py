@@ -49,7 +49,9 @@ async def run_maintenance(node: WsNode) -> None:
     while True:
         try:
             known = await ctx.state.heartbeat()
-            if not known or not in_sync:
+            # On Redis Cluster the heartbeat's shard may be fine while an app's shard failed over: any
+            # failed state write since the last resync makes the node rewrite its share.
+            if not known or not in_sync or ctx.state.needs_resync:
                 started = time.perf_counter()
                 await ctx.state.resync(node.snapshot())
                 log.info("state_resynced", reaped=not known, seconds=round(time.perf_counter() - started, 4))

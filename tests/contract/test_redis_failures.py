@@ -374,6 +374,22 @@ async def test_after_redis_lost_its_data_heartbeat_asks_for_resync_which_restore
     assert a.healthy and b.healthy
 
 
+async def test_a_failed_state_write_asks_for_a_resync_until_one_begins(server: RedisServer, started: list[Any]) -> None:
+    """On a cluster the heartbeat's shard may be fine while an app's shard failed: the flag says so."""
+    (state,) = await started_states(server, started, "a")
+    assert state.needs_resync is False
+    await asyncio.to_thread(server.stop)
+    with pytest.raises(StateUnavailable):
+        await state.join_channel(APP, "news")
+    assert state.needs_resync is True
+    await asyncio.to_thread(server.start)
+    await state.join_channel(APP, "news")
+    assert state.needs_resync is True  # a later success does not say what became of the failed write
+    await state.resync(NodeSnapshot(channels={(APP, "news"): 1}))
+    assert state.needs_resync is False
+    assert await state.channels(APP) == {"news": 1}
+
+
 async def test_a_reaping_abandoned_midway_is_finished_by_a_later_reaper(
     server: RedisServer, started: list[Any]
 ) -> None:

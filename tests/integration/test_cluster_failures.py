@@ -1,7 +1,7 @@
 """A cluster survives a ws node's crash: survivors hear member_removed and occupancy heals in bounded time.
 
-Each test starts its own cluster (a real redis-server, two `hub ws`, one `hub ingest`) because it
-kills one of its nodes with SIGKILL.
+Each test starts its own cluster (two `hub ws` and one `hub ingest` over a real redis-server, then over a
+Redis Cluster of 3 primaries + 3 replicas) because it kills one of its nodes with SIGKILL.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from tests.support.topology import APP_KEY, NODE_TIMEOUT_SECONDS, Topology, runn
 HEAL_BOUND_SECONDS = NODE_TIMEOUT_SECONDS * 2 + 3
 
 
-@pytest.fixture
-def cluster() -> Iterator[Topology]:
-    """A private cluster this test may break."""
-    with running_topology("cluster") as topology:
+@pytest.fixture(params=["cluster", "rediscluster"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """A private cluster this test may break: over one redis-server, and over a 3+3 Redis Cluster."""
+    with running_topology(request.param) as topology:
         yield topology
 
 

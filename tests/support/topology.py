@@ -23,6 +23,7 @@ import pusher
 from hub.redis_topology import CommandClient, parse_topology
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.requirements import require_executable
 
@@ -52,7 +53,7 @@ APPS: list[dict[str, Any]] = [
 ]
 
 # What `running_topology` starts; integration fixtures are parametrized over these.
-TOPOLOGIES = ("embedded", "cluster")
+TOPOLOGIES = ("embedded", "cluster", "rediscluster")
 
 # Short liveness settings so reaping is observable within a test's time budget.
 NODE_TIMEOUT_SECONDS = 3
@@ -190,16 +191,21 @@ def start_cluster(
 def running_topology(
     kind: str, apps: Sequence[dict[str, Any]] = APPS, workdir: Path | None = None, extra: Sequence[str] = ()
 ) -> Iterator[Topology]:
-    """Start topology `kind` ("embedded", or "cluster" over a fresh redis-server) serving `apps`; close it on exit.
+    """Start topology `kind` (see TOPOLOGIES) serving `apps`; close it on exit.
 
-    `extra` flags go to every hub process. A "cluster" skips the test (fails it in CI) when redis-server is not
-    installed.
+    `extra` flags go to every hub process. "cluster" runs over a fresh redis-server, "rediscluster" over a
+    fresh 3+3 Redis Cluster; both skip the test (fail it in CI) when redis-server (or redis-cli) is missing.
     """
     if kind == "embedded":
         running = start_embedded(workdir, *extra, apps=apps)
     elif kind == "cluster":
         require_executable("redis-server")
         running = start_cluster(RedisServer().start(), workdir, apps=apps, extra=extra)
+    elif kind == "rediscluster":
+        require_executable("redis-server")
+        require_executable("redis-cli")
+        running = start_cluster(RedisCluster().start(), workdir, apps=apps, extra=extra)
+        running.name = kind
     else:
         raise ValueError(f"unknown topology {kind!r}; expected one of {TOPOLOGIES}")
     try:
