@@ -110,6 +110,12 @@ OPTIONS: tuple[Option, ...] = (
         "Largest HTTP API request body (larger: 413); the default fits a full batch at the largest payloads.",
     ),
     Option(
+        "path_prefix",
+        str,
+        None,
+        "Serve the WebSocket, the HTTP API and health under this path too (Soketi's pathPrefix): /prefix/app/...",
+    ),
+    Option(
         "cors_origins",
         str,
         "*",
@@ -162,6 +168,7 @@ class Settings:
     compression: str
     compression_min_bytes: int
     max_http_body_kb: int
+    path_prefix: str
     cors_origins: str
     node_timeout: float
     cache_ttl: int
@@ -277,6 +284,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError("activity timeout must be positive")
     if not args["tls_cert"] and (args["tls_key"] or args["tls_ca"]):
         raise ConfigError("--tls-key and --tls-ca need --tls-cert (HUB_TLS_CERT)")
+    prefix = (args["path_prefix"] or "").rstrip("/")
+    if prefix and (not prefix.startswith("/") or "{" in prefix or "?" in prefix):
+        raise ConfigError(f"path prefix must be a path like /ws, not {args['path_prefix']!r}")
+    args["path_prefix"] = prefix
     if args["max_http_body_kb"] <= 0:
         raise ConfigError("max HTTP body kb must be positive")
     if args["webhook_batch_ms"] < 0:

@@ -177,10 +177,17 @@ class Node:
         )
         app.router.add_get("/", self._health)
         app.router.add_get("/ready", self._readiness)
+        routes: list[web.RouteDef] = []
         if self.ws is not None:
-            app.router.add_get("/app/{key}", self.ws.handle)
+            routes.append(web.get("/app/{key}", self.ws.handle))
         if self.ingest is not None:
-            app.router.add_routes(self.ingest.routes())
+            routes.extend(self.ingest.routes())
+        # With --path-prefix everything is served under it; health stays at the root too, for load balancers.
+        prefix = self.settings.path_prefix
+        if prefix:
+            routes = [web.get("/", self._health), web.get("/ready", self._readiness), *routes]
+        for route in routes:
+            web.RouteDef(route.method, prefix + route.path, route.handler, route.kwargs).register(app.router)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -201,14 +201,6 @@ def _ssl_ca(b: _Builder, path: str, value: Any) -> None:
         b.skip(path, "hub does not verify client certificates; a chain file for your certificate goes in --tls-ca")
 
 
-def _path_prefix(b: _Builder, path: str, value: Any) -> None:
-    if value:
-        raise ConfigError(
-            f"Soketi option pathPrefix={json.dumps(value)} is not supported: hub serves /app and /apps at the root; "
-            "strip the prefix in the proxy in front of it"
-        )
-
-
 def _apps(b: _Builder, path: str, value: Any) -> None:
     if not isinstance(value, list):
         raise ConfigError(f"Soketi option {path} must be a list of apps")
@@ -238,7 +230,7 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     SoketiOption(
         "mode", "MODE", _mode, "`full`: as given; `server`: warned (hub nodes also deliver webhooks); `worker`: refused"
     ),
-    SoketiOption("pathPrefix", "PATH_PREFIX", _path_prefix, "refused when set (strip it in the proxy)"),
+    SoketiOption("pathPrefix", "PATH_PREFIX", _option("path_prefix", str), "`--path-prefix`"),
     SoketiOption(
         "shutdownGracePeriod",
         "SHUTDOWN_GRACE_PERIOD",

@@ -229,3 +229,14 @@ def test_empty_admin_token_file_is_refused(tmp_path: Path) -> None:
 def test_hub_variables_that_are_no_option_are_named() -> None:
     env = {"HUB_PORTT": "1", "HUB_PORT": "2", "PUSHER_APP_CLUSTER": "mt1", "HUB_REDIS_UR": "x"}
     assert unknown_variables(env) == ["HUB_PORTT", "HUB_REDIS_UR"]
+
+
+@pytest.mark.parametrize(("given", "kept"), [("/ws", "/ws"), ("/ws/", "/ws"), ("/a/b", "/a/b"), ("", "")])
+def test_path_prefix_is_kept_without_a_trailing_slash(given: str, kept: str) -> None:
+    assert parse_settings(["serve", "--path-prefix", given], {}).path_prefix == kept
+
+
+@pytest.mark.parametrize("bad", ["ws", "/ws/{key}", "/ws?x"])
+def test_a_path_prefix_that_is_no_path_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="path prefix"):
+        parse_settings(["serve", "--path-prefix", bad], {})
