@@ -15,14 +15,14 @@ from pathlib import Path
 
 from benchmarks.profiles import PROFILES, apply_overrides, select
 from benchmarks.runner import execute, gate_failures
-from benchmarks.topology import cluster_available
+from benchmarks.topology import TOPOLOGIES, cluster_available
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, report; exit 1 when ``--gate`` is given and the gate fails."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="standard")
-    parser.add_argument("--topology", choices=("auto", "cluster", "embedded"), default="auto")
+    parser.add_argument("--topology", choices=("auto", *TOPOLOGIES), default="auto")
     parser.add_argument("--only", nargs="*", default=[], help="run names or scenario kinds to run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[RUN.]FIELD=VALUE")
     parser.add_argument("--out", type=Path, help="report folder (default benchmarks/results/<time>-<profile>)")

@@ -3,7 +3,7 @@
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS  ?=
 
-.PHONY: bench bench-full bench-deps
+.PHONY: bench bench-full bench-redis bench-deps
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q 'matplotlib>=3.7' 'uvloop>=0.19'
@@ -19,3 +19,8 @@ bench: bench-deps
 # Every scenario at the issue's scale, the ramp on one and on two ws nodes.
 bench-full: bench-deps
 	$(BIN)/python -m benchmarks --profile full --gate $(BENCH_ARGS)
+
+# Single Redis beside a Redis Cluster (3 primaries + 3 replicas) for broadcast, chat and ramp, the replay
+# buffer's price (on/off), and kill -9 of a primary on the cluster and under Sentinel (~8 minutes).
+bench-redis: bench-deps
+	$(BIN)/python -m benchmarks --profile redis $(BENCH_ARGS)

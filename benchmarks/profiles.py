@@ -12,6 +12,7 @@ from benchmarks.scenarios import (
     BroadcastParams,
     ChatParams,
     Common,
+    FailoverParams,
     IdleParams,
     IngestParams,
     RampParams,
@@ -99,11 +100,57 @@ def compression(topology: str) -> list[Run]:
     ]
 
 
+REPLAY_OFF = "HUB_REDIS_REPLAY_SECONDS=0"
+
+
+def redis(topology: str) -> list[Run]:
+    """``make bench-redis``: single Redis beside a Redis Cluster (3 primaries + 3 replicas), the replay buffer's
+    price, and failovers; about 8 minutes on 2 cores. ``topology`` is ignored: each run names its own.
+
+    Broadcast, chat and ramp on both; chat on single Redis with the replay buffer off; signed publishes
+    (ingest) with it on and off on both; ``kill -9`` of a primary on the cluster and under Sentinel.
+    """
+    single: dict[str, Any] = {"topology": "cluster"}
+    sharded: dict[str, Any] = {"topology": "rediscluster"}
+    broadcast: dict[str, Any] = {"subscribers": 5_000, "seconds": 15}
+    chat: dict[str, Any] = {"seconds": 20}
+    ramp: dict[str, Any] = {"ws_nodes": 2, "step_seconds": 3, "start_rate": 40, "factor": 1.3}
+    return [
+        Run("broadcast-single", "broadcast", BroadcastParams(**single, **broadcast)),
+        Run("broadcast-rediscluster", "broadcast", BroadcastParams(**sharded, **broadcast)),
+        Run("chat-single", "chat", ChatParams(**single, **chat)),
+        Run("chat-single-replay-off", "chat", ChatParams(**single, **chat, hub_env=REPLAY_OFF)),
+        Run("chat-rediscluster", "chat", ChatParams(**sharded, **chat)),
+        Run("ramp-single", "ramp", RampParams(**single, **ramp)),
+        Run("ramp-rediscluster", "ramp", RampParams(**sharded, **ramp)),
+        Run("ingest-single", "ingest", IngestParams(**single, seconds=5)),
+        Run("ingest-single-replay-off", "ingest", IngestParams(**single, seconds=5, hub_env=REPLAY_OFF)),
+        Run("ingest-rediscluster", "ingest", IngestParams(**sharded, seconds=5)),
+        Run("ingest-rediscluster-replay-off", "ingest", IngestParams(**sharded, seconds=5, hub_env=REPLAY_OFF)),
+        Run("failover-rediscluster", "failover", FailoverParams(**sharded)),
+        Run("failover-sentinel", "failover", FailoverParams(topology="sentinel")),
+    ]
+
+
+def smoke_redis(topology: str) -> list[Run]:
+    """The CI smoke run of the Redis Cluster topology: a short failover at a tiny scale (``topology`` is ignored)."""
+    small: dict[str, Any] = {"topology": "rediscluster", "workers": 2}
+    return [
+        Run(
+            "failover",
+            "failover",
+            FailoverParams(**small, subscribers=30, rate=30, seconds=5, kill_after_seconds=1, settle_seconds=1),
+        ),
+    ]
+
+
 PROFILES: dict[str, Callable[[str], list[Run]]] = {
     "smoke": smoke,
     "standard": standard,
     "full": full,
     "compression": compression,
+    "redis": redis,
+    "smoke-redis": smoke_redis,
 }
 
 

@@ -68,6 +68,7 @@ class Publisher:
     """Triggers events on one app through ``POST /apps/{id}/events``."""
 
     def __init__(self, base_url: str, app_id: str, key: str, secret: str, *, connections: int = 64) -> None:
+        """Nothing connects until the ``async with``; at most ``connections`` requests run at once."""
         self.base_url = base_url.rstrip("/")
         self.app_id = app_id
         self.key = key
@@ -111,12 +112,21 @@ class Publisher:
         return status
 
     async def publish_paced(
-        self, rate: float, duration: float, channel_for: Callable[[int], str], step: int = 0, padding: str = ""
+        self,
+        rate: float,
+        duration: float,
+        channel_for: Callable[[int], str],
+        step: int = 0,
+        padding: str = "",
+        *,
+        on_answer: Callable[[int, int], None] | None = None,
     ) -> int:
         """Publish ``rate`` events/s for ``duration`` s, each stamped with its scheduled time; return the count.
 
         Events are launched on schedule without waiting for earlier requests (up to the connection limit they
-        run in parallel, then queue in the connector), so an overloaded API shows up as latency.
+        run in parallel, then queue in the connector), so an overloaded API shows up as latency. With
+        ``on_answer``, each event also carries its sequence number (``"n"``, 0-based in this call) and
+        ``on_answer(n, status)`` is called when the API answered it.
         """
         total = max(1, round(rate * duration))
         loop = asyncio.get_running_loop()
@@ -129,10 +139,13 @@ class Publisher:
             due = min(total, int((loop.time() - start) * rate) + 1)
             while sent < due:
                 stamp = start_wall + int(sent * interval_ns)
-                data = f'{{"t":{stamp},"s":{step}{padding}}}'
+                numbered = f',"n":{sent}' if on_answer is not None else ""
+                data = f'{{"t":{stamp},"s":{step}{numbered}{padding}}}'
                 task = loop.create_task(self.trigger(channel_for(sent), data))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                if on_answer is not None:
+                    task.add_done_callback(_answered(on_answer, sent))
                 sent += 1
             if sent < total:
                 await asyncio.sleep(max(0.0, start + sent / rate - loop.time()))
@@ -140,6 +153,15 @@ class Publisher:
             await asyncio.gather(*tasks)
         self.stats.elapsed_s = loop.time() - start
         return total
+
+
+def _answered(on_answer: Callable[[int, int], None], n: int) -> Callable[[asyncio.Task[int]], None]:
+    """A done callback telling ``on_answer`` event ``n``'s HTTP status."""
+
+    def done(task: asyncio.Task[int]) -> None:
+        on_answer(n, task.result())
+
+    return done
 
 
 async def _flood(base_url: str, app_id: str, key: str, secret: str, duration: float, concurrency: int) -> PublishStats:

@@ -116,6 +116,9 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
             )
     if extras:
         lines += ["", "## Notes", "", *extras]
+    lines += _redis_cpu(results)
+    lines += _per_publish(results)
+    lines += _failover(results)
     targets = [(r, t) for r in results for t in r.targets]
     if targets:
         lines += ["", "## Targets", "", "| target | wanted | measured | met |", "|---|---|---:|---|"]
@@ -129,6 +132,101 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
             verdict = "pass" if not r.gate_failures and not r.error else "FAIL: " + "; ".join(r.gate_failures)
             lines.append(f"- {r.name}: {verdict}")
     return "\n".join(lines) + "\n"
+
+
+def _replay(r: Result) -> str:
+    return "off" if "HUB_REDIS_REPLAY_SECONDS=0" in str(r.params.get("hub_env", "")) else "on"
+
+
+def _units(r: Result) -> str:
+    return "publishes" if r.scenario == "ingest" else "deliveries"
+
+
+def _redis_cpu(results: Sequence[Result]) -> list[str]:
+    """Redis CPU over the measurement, per process (each shard's primary and replica apart) and summed."""
+    rows = [r for r in results if r.extra.get("redis_cpu_by_process")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Redis CPU by process",
+        "",
+        "CPU seconds of each Redis process over the measurement (names are the roles at start: `shardN` serves "
+        "the Nth slot range; ramp: the best step). s/1k: Redis CPU per 1,000 deliveries (ingest: publishes).",
+        "",
+        "| run | topology | replay | Redis CPU s | s/1k | by process (s) |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for r in rows:
+        by = r.extra["redis_cpu_by_process"]
+        parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in sorted(by.items()))
+        lines.append(
+            f"| {r.name} | {r.topology} | {_replay(r)} | {_fmt(sum(by.values()), 2)} "
+            f"| {_fmt(r.extra.get('redis_cpu_s_per_1000'), 4)} | {parts} |"
+        )
+    return lines
+
+
+def _per_publish(results: Sequence[Result]) -> list[str]:
+    """CPU per publish (hub, API node, ws nodes, Redis) and the Redis memory the replay streams took."""
+    rows = [r for r in results if r.extra.get("per_publish_us")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Per publish: CPU and Redis memory (the replay buffer's price)",
+        "",
+        "CPU µs per published event over the measurement (chat: each event reaches 2 members on 2 ws nodes). "
+        "Memory: INFO used_memory of the primaries after the run minus before it; replay streams counted with "
+        "SCAN on each primary, MEMORY USAGE of up to 200 of them.",
+        "",
+        "| run | topology | replay | publishes | hub µs | API node µs | ws nodes µs | Redis µs | used_memory growth "
+        "| replay streams | MEMORY USAGE per stream | entries per stream | bytes per entry |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        per = r.extra["per_publish_us"]
+        mem = r.extra.get("redis_memory") or {}
+        publishes = r.extra.get("events_published") or r.received
+        growth = mem.get("used_memory_growth")
+        lines.append(
+            f"| {r.name} | {r.topology} | {_replay(r)} | {_fmt(publishes)} | {_fmt(per['hub'])} "
+            f"| {_fmt(per['api_node'])} | {_fmt(per['ws_nodes'])} | {_fmt(per['redis'])} "
+            f"| {_fmt(growth / 1024 if growth is not None else None)} KiB | {_fmt(mem.get('stream_keys'))} "
+            f"| {_fmt(mem.get('mean_memory_usage_bytes'))} B | {_fmt(mem.get('mean_entries'))} "
+            f"| {_fmt(mem.get('bytes_per_entry'))} |"
+        )
+    return lines
+
+
+def _failover(results: Sequence[Result]) -> list[str]:
+    """What a ``kill -9`` of a Redis primary did to publishes and deliveries, per channel."""
+    rows = [r for r in results if r.scenario == "failover" and r.extra.get("failover_channels")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Failover (`kill -9` of the primary serving the first channel)",
+        "",
+        "Promoted: kill to a replica serving the slot (as Redis reports it). Resume: kill to the first delivery "
+        "of an event published after the kill. Gap: longest time between two new events seen on the channel. "
+        "Lost: events answered 200 that a subscriber who stayed connected never received.",
+        "",
+        "| run | channel | subscribers | published | answered 200 | refused 503 | other failures | lost "
+        "| duplicates | out of order | refused, yet delivered | promoted s | resume s | gap s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for index, (channel, c) in enumerate(r.extra["failover_channels"].items()):
+            label = f"{channel} (victim {r.extra.get('victim')})" if index == 0 else channel
+            lines.append(
+                f"| {r.name} | {label} | {_fmt(c['subscribers'])} | {_fmt(c['published'])} | {_fmt(c['accepted'])} "
+                f"| {_fmt(c['refused_503'])} | {_fmt(c['failed_other'])} | {_fmt(c['lost'])} | {_fmt(c['duplicates'])} "
+                f"| {_fmt(c['out_of_order'])} | {_fmt(c['refused_but_delivered'])} "
+                f"| {_fmt(r.extra.get('promoted_seconds'), 2) if index == 0 else ''} "
+                f"| {_fmt(c['resume_seconds'], 2)} | {_fmt(c['longest_gap_seconds'], 2)} |"
+            )
+    return lines
 
 
 def plot(results: Sequence[Result], directory: Path) -> list[Path]:

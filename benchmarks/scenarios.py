@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import resource
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from benchmarks import redis_admin
 from benchmarks.histogram import Histogram
 from benchmarks.procstats import MachineCpu, counters_delta, load_average, tcp_counters, total_system_seconds
 from benchmarks.publisher import Publisher, flood
@@ -93,6 +95,19 @@ class StormParams(Common):
 
     clients: int = 5_000
     timeout_seconds: float = 60.0
+
+
+@dataclass
+class FailoverParams(Common):
+    """Steady publishes on channels spread over the shards; ``kill -9`` of the primary serving the first one."""
+
+    topology: str = "rediscluster"
+    subscribers: int = 300
+    channels: int = 3  # on a cluster each on another shard when possible; the first on the victim's
+    rate: float = 100.0
+    seconds: float = 15.0
+    kill_after_seconds: float = 3.0
+    settle_seconds: float = 5.0  # after the last publish, how long deliveries may still come
 
 
 @dataclass
@@ -182,6 +197,7 @@ class Meter:
     ws_sys0: float = 0.0
     gen_sys0: float = 0.0
     redis0: float = 0.0
+    redis_by0: dict[str, float] = field(default_factory=dict)
     gen0: float = 0.0
     machine0: MachineCpu | None = None
     load0: tuple[float, float, float] | None = None
@@ -197,7 +213,8 @@ class Meter:
         self.ws0 = self.topology.ws_cpu_seconds()
         self.ws_sys0 = total_system_seconds(self.topology.ws_pids())
         self.gen_sys0 = total_system_seconds(self.workers.pids) if self.workers else 0.0
-        self.redis0 = self.topology.redis_cpu_seconds()
+        self.redis_by0 = self.topology.redis_cpu_by_process()
+        self.redis0 = sum(self.redis_by0.values())
         self.gen0 = self._gen()
         self.machine0 = MachineCpu.read()
         self.load0 = load_average()
@@ -212,11 +229,18 @@ class Meter:
         result.ws_system_cpu_s = round(total_system_seconds(self.topology.ws_pids()) - self.ws_sys0, 3)
         if self.workers:
             result.generator_system_cpu_s = round(total_system_seconds(self.workers.pids) - self.gen_sys0, 3)
-        result.redis_cpu_s = round(self.topology.redis_cpu_seconds() - self.redis0, 3)
+        redis_by = self.topology.redis_cpu_by_process()
+        result.redis_cpu_s = round(sum(redis_by.values()) - self.redis0, 3)
+        if redis_by:
+            result.extra["redis_cpu_by_process"] = {
+                name: round(seconds - self.redis_by0.get(name, 0.0), 3) for name, seconds in redis_by.items()
+            }
         result.generator_cpu_s = round(self._gen() - self.gen0 + extra_generator_cpu, 3)
         if units:
             result.hub_cpu_s_per_1000 = round(result.hub_cpu_s * 1000 / units, 5)
             result.generator_cpu_s_per_1000 = round(result.generator_cpu_s * 1000 / units, 5)
+            if redis_by:
+                result.extra["redis_cpu_s_per_1000"] = round(result.redis_cpu_s * 1000 / units, 5)
         result.machine_busy = round(MachineCpu.read().busy_fraction_since(self.machine0), 3)
         # What the rest of the machine used meanwhile (other tenants), as a share of all CPUs.
         ours = (result.hub_cpu_s + result.redis_cpu_s + result.generator_cpu_s) / (
@@ -229,7 +253,12 @@ class Meter:
 
 @contextlib.asynccontextmanager
 async def running(
-    common: Common, *, reconnect: bool = False, with_ws: bool = True, workers: bool = True
+    common: Common,
+    *,
+    reconnect: bool = False,
+    with_ws: bool = True,
+    workers: bool = True,
+    track_sequences: bool = False,
 ) -> AsyncIterator[tuple[Topology, WorkerSet | None]]:
     """Start the topology and the subscriber processes; stop both (by pid) whatever happens.
 
@@ -255,6 +284,7 @@ async def running(
                 concurrency=common.connect_concurrency,
                 loop=common.client_loop,
                 deflate=common.deflate,
+                track_sequences=track_sequences,
             )
             worker_set = WorkerSet(common.workers, config)
         yield topology, worker_set
@@ -358,6 +388,7 @@ async def _steady_publish(
     padding: str = "",
 ) -> Histogram:
     """Warm up (step 0, discarded), then publish at ``rate`` for ``seconds`` (step 1) and wait for delivery."""
+    memory_before = await asyncio.to_thread(redis_admin.used_memory, topology.redis_primary_ports())
     async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET) as publisher:
         if warmup_seconds > 0:
             sent = await publisher.publish_paced(rate, warmup_seconds, channel_for, step=0)
@@ -382,6 +413,9 @@ async def _steady_publish(
     result.publish_failures = publisher.stats.failed
     result.deliveries_per_s = round(hist.count / max(publish_elapsed, 1e-9), 1)
     result.extra["events_published"] = sent
+    _per_publish(result, sent)
+    if topology.redis_nodes:
+        await _redis_memory(result, topology, memory_before)
     result.extra["publish_http_latency_ms"] = publisher.stats.http_latency.summary().as_dict()
     result.extra["publish_statuses"] = publisher.stats.statuses
     statuses = await workers.status()
@@ -389,6 +423,38 @@ async def _steady_publish(
     result.extra["other_frames"] = sum(s.other_frames for s in statuses)
     topology.check_alive()
     return hist
+
+
+def _per_publish(result: Result, publishes: int) -> None:
+    """CPU per publish, in µs: the hub (API node and ws nodes apart) and Redis; what the replay buffer changes."""
+    if not publishes:
+        return
+    per = 1e6 / publishes
+    result.extra["per_publish_us"] = {
+        "hub": round(result.hub_cpu_s * per, 1),
+        "api_node": round((result.hub_cpu_s - result.ws_cpu_s) * per, 1),
+        "ws_nodes": round(result.ws_cpu_s * per, 1),
+        "redis": round(result.redis_cpu_s * per, 1),
+    }
+
+
+async def _redis_memory(result: Result, topology: Topology, before: dict[int, int]) -> None:
+    """Redis memory after the run against before it (INFO used_memory of the primaries) and the replay streams
+    held (count, and MEMORY USAGE of a sample), into ``extra["redis_memory"]``."""
+    ports = topology.redis_primary_ports()
+    try:
+        after = await asyncio.to_thread(redis_admin.used_memory, ports)
+        streams = await asyncio.to_thread(redis_admin.replay_streams, ports)
+    except redis_admin.ADMIN_ERRORS as exc:
+        result.extra["redis_memory"] = {"error": repr(exc)}
+        return
+    result.extra["redis_memory"] = {
+        "used_memory_before": sum(before.values()),
+        "used_memory_after": sum(after.values()),
+        "used_memory_growth": sum(after.values()) - sum(before.values()),
+        "used_memory_by_port": {str(port): after[port] for port in sorted(after)},
+        **streams,
+    }
 
 
 # -- scenarios ----------------------------------------------------------------------------------
@@ -512,6 +578,9 @@ async def ramp(params: RampParams, name: str = "ramp") -> Result:
                     "hub_cpu_s_per_1000": probe.hub_cpu_s_per_1000,
                     "generator_cpu_s_per_1000": probe.generator_cpu_s_per_1000,
                     "hub_cpu_s": probe.hub_cpu_s,
+                    "redis_cpu_s": probe.redis_cpu_s,
+                    "redis_cpu_s_per_1000": probe.extra.get("redis_cpu_s_per_1000"),
+                    "redis_cpu_by_process": probe.extra.get("redis_cpu_by_process"),
                     "machine_busy": probe.machine_busy,
                     "outside_busy": probe.outside_busy,
                     **summary.as_dict(),
@@ -538,6 +607,10 @@ async def ramp(params: RampParams, name: str = "ramp") -> Result:
         result.machine_busy = best["machine_busy"]
         result.outside_busy = best["outside_busy"]
         result.extra["best_step"] = best["step"]
+        result.redis_cpu_s = best["redis_cpu_s"]
+        if best["redis_cpu_by_process"]:
+            result.extra["redis_cpu_by_process"] = best["redis_cpu_by_process"]
+            result.extra["redis_cpu_s_per_1000"] = best["redis_cpu_s_per_1000"]
     result.extra["stopped_by"] = steps[-1] if steps and not steps[-1]["passed"] else "max_rate"
     if params.ws_nodes >= 2:
         value = result.deliveries_per_s
@@ -641,6 +714,7 @@ async def ingest(params: IngestParams, name: str = "ingest") -> Result:
     """Signed ``POST /events`` as fast as one API node answers, from several publisher processes."""
     result = _new_result(name, "ingest", params)
     async with running(params, with_ws=False, workers=False) as (topology, _):
+        memory_before = await asyncio.to_thread(redis_admin.used_memory, topology.redis_primary_ports())
         meter = Meter(topology, None)
         meter.start()
         stats = await flood(
@@ -654,6 +728,9 @@ async def ingest(params: IngestParams, name: str = "ingest") -> Result:
         )
         meter.stop(result, stats.ok, extra_generator_cpu=stats.cpu_s)
         result.rss_bytes = topology.rss_by_process()
+        _per_publish(result, stats.ok)
+        if topology.redis_nodes:
+            await _redis_memory(result, topology, memory_before)
         topology.check_alive()
     result.latency = stats.http_latency.summary().as_dict()
     result.extra["percentile_curve_ms"] = _percentile_curve(stats.http_latency)
@@ -666,6 +743,207 @@ async def ingest(params: IngestParams, name: str = "ingest") -> Result:
     return result
 
 
+def _failover_channels(topology: Topology, count: int) -> tuple[list[str], int]:
+    """``count`` channel names and the port of the primary to kill, which serves the first of them.
+
+    On a Redis Cluster the channels are picked so that each is served by another primary (as far as there
+    are primaries); elsewhere every channel is on the one primary.
+    """
+    primaries = topology.redis_primary_ports()
+    if topology.kind != "rediscluster":
+        return [f"failover-{i}" for i in range(count)], primaries[0]
+    chosen: list[str] = []
+    owners: list[int] = []
+    for i in range(10_000):
+        channel = f"failover-{i}"
+        owner = redis_admin.owner_port(primaries, redis_admin.channel_slot(APP_ID, channel))
+        if owner not in owners or len(set(owners)) == len(primaries):
+            chosen.append(channel)
+            owners.append(owner)
+        if len(chosen) == count:
+            break
+    return chosen, owners[0]
+
+
+async def _wait_for_new_primary(topology: Topology, victim_port: int, probe_channel: str, limit: float) -> float | None:
+    """Seconds (monotonic clock) at which Redis had promoted a replica in the victim's place; None if not in time."""
+
+    def promoted() -> str | None:
+        try:
+            if topology.kind == "rediscluster":
+                live = [c.port for c in topology.redis_nodes if c.running()]
+                owner = redis_admin.owner_port(live, redis_admin.channel_slot(APP_ID, probe_channel))
+                return None if owner != victim_port else "not yet"
+            for sentinel in topology.sentinels:
+                address = redis_admin.command(
+                    sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "hubmaster", timeout=0.5
+                )
+                if address and int(address[1]) != victim_port:
+                    return None
+        except (LookupError, OSError, redis_admin.RedisError) as exc:
+            return repr(exc)
+        return "not yet"
+
+    try:
+        await asyncio.to_thread(redis_admin.wait_for, promoted, limit, "a new primary")
+    except TimeoutError:
+        return None
+    return time.monotonic()
+
+
+def _analyse_failover(
+    result: Result,
+    channels: list[str],
+    answers: dict[int, tuple[int, int]],
+    scheduled_ns: Callable[[int], int],
+    subscribers: list[tuple[str, list[int], bool]],
+    first_seen: dict[int, int],
+    killed_ns: int,
+) -> None:
+    """Per channel: publishes accepted/refused, deliveries lost/doubled/out of order, and when delivery resumed."""
+    per_channel: dict[str, dict[str, Any]] = {}
+    total_lost = total_dupes = total_disorder = dropped = 0
+    for index, channel in enumerate(channels):
+        mine = [n for n in answers if n % len(channels) == index]
+        accepted = {n for n in mine if answers[n][0] == 200}
+        refused = [n for n in mine if answers[n][0] == 503]
+        failed = [n for n in mine if answers[n][0] not in (200, 503)]
+        lost = dupes = disorder = 0
+        members = 0
+        delivered_refused: set[int] = set()
+        for sub_channel, numbers, was_dropped in subscribers:
+            if sub_channel != channel:
+                continue
+            if was_dropped:
+                dropped += 1
+                continue
+            members += 1
+            got = set(numbers)
+            lost += len(accepted - got)
+            dupes += len(numbers) - len(got)
+            disorder += sum(1 for a, b in itertools.pairwise(numbers) if b < a)
+            delivered_refused |= got - accepted
+        after_kill = sorted(n for n in mine if scheduled_ns(n) >= killed_ns and n in first_seen)
+        resume_s = (first_seen[after_kill[0]] - killed_ns) / 1e9 if after_kill else None
+        # The longest time without any new event on the channel around the kill, as subscribers saw it.
+        seen = sorted(first_seen[n] for n in mine if n in first_seen)
+        gap_s = max(((b - a) / 1e9 for a, b in itertools.pairwise(seen)), default=None)
+        refused_window = (
+            [
+                round((scheduled_ns(refused[0]) - killed_ns) / 1e9, 3),
+                round((scheduled_ns(refused[-1]) - killed_ns) / 1e9, 3),
+            ]
+            if refused
+            else None
+        )
+        per_channel[channel] = {
+            "subscribers": members,
+            "published": len(mine),
+            "accepted": len(accepted),
+            "refused_503": len(refused),
+            "failed_other": len(failed),
+            "refused_window_s": refused_window,
+            "lost": lost,
+            "duplicates": dupes,
+            "out_of_order": disorder,
+            "refused_but_delivered": len(delivered_refused),
+            "resume_seconds": round(resume_s, 3) if resume_s is not None else None,
+            "longest_gap_seconds": round(gap_s, 3) if gap_s is not None else None,
+        }
+        total_lost += lost
+        total_dupes += dupes
+        total_disorder += disorder
+    victim = per_channel[channels[0]]
+    result.extra["failover_channels"] = per_channel
+    result.extra["resume_seconds"] = victim["resume_seconds"]
+    result.extra["longest_gap_seconds"] = victim["longest_gap_seconds"]
+    result.extra["refused_503"] = sum(c["refused_503"] for c in per_channel.values())
+    result.extra["failed_other"] = sum(c["failed_other"] for c in per_channel.values())
+    result.extra["duplicates"] = total_dupes
+    result.extra["out_of_order"] = total_disorder
+    result.extra["subscribers_dropped"] = dropped
+    result.lost = total_lost
+    result.expected = sum(c["accepted"] * c["subscribers"] for c in per_channel.values())
+    result.received = result.expected - total_lost
+    result.publish_failures = result.extra["refused_503"] + result.extra["failed_other"]
+
+
+async def failover(params: FailoverParams, name: str = "failover") -> Result:
+    """``kill -9`` the Redis primary serving a subscribed channel while events flow through the HTTP API.
+
+    Every subscriber checks the sequence numbers it gets; the result has, per channel, the publishes refused
+    (503), the ones answered 200 that a subscriber who stayed connected never got (lost: must be 0),
+    duplicates, and the time from the kill to the first delivery of an event published after it.
+    """
+    result = _new_result(name, "failover", params)
+    if params.topology not in ("rediscluster", "sentinel"):
+        raise ValueError("the failover scenario runs on the rediscluster or sentinel topology")
+    async with running(params, track_sequences=True) as (topology, workers):
+        assert workers is not None
+        channels, victim_port = await asyncio.to_thread(_failover_channels, topology, params.channels)
+        victim = topology.redis_child(victim_port)
+        result.extra["victim"] = f"{victim.name} (:{victim_port})"
+        result.extra["channels"] = channels
+        ports = topology.ws_ports
+        specs = [
+            ClientSpec(((LOOPBACK, ports[i % len(ports)]),), channels[(i // len(ports)) % len(channels)])
+            for i in range(params.subscribers)
+        ]
+        await connect_clients(result, topology, workers, specs)
+        memory_before = await asyncio.to_thread(redis_admin.used_memory, topology.redis_primary_ports())
+        answers: dict[int, tuple[int, int]] = {}
+        killed_ns = 0
+        promoted_at: float | None = None
+        async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET, connections=512) as publisher:
+            await publisher.publish_paced(params.rate, 1.0, lambda i: channels[i % len(channels)], step=0)
+            publisher.stats = type(publisher.stats)()
+            meter = Meter(topology, workers)
+            meter.start()
+            start_ns = time.time_ns()
+            interval_ns = 1e9 / params.rate
+
+            def on_answer(n: int, status: int) -> None:
+                answers[n] = (status, time.time_ns())
+
+            publishing = asyncio.create_task(
+                publisher.publish_paced(
+                    params.rate, params.seconds, lambda i: channels[i % len(channels)], step=1, on_answer=on_answer
+                )
+            )
+            await asyncio.sleep(params.kill_after_seconds)
+            killed_ns = time.time_ns()
+            killed_at = time.monotonic()
+            await asyncio.to_thread(victim.kill)
+            promotion = asyncio.create_task(
+                _wait_for_new_primary(topology, victim_port, channels[0], params.seconds + 30)
+            )
+            sent = await publishing
+            await asyncio.sleep(params.settle_seconds)
+            promoted_at = await promotion
+            meter.stop(result, None)
+        topology.children.remove(victim)
+        await _redis_memory(result, topology, memory_before)
+        subscribers, first_seen = await workers.sequences()
+        hist = (await workers.collect()).get(1, Histogram())
+        _record_latency(result, hist)
+        result.extra["events_published"] = sent
+        result.extra["publish_statuses"] = publisher.stats.statuses
+        result.extra["publish_http_latency_ms"] = publisher.stats.http_latency.summary().as_dict()
+        result.extra["promoted_seconds"] = round(promoted_at - killed_at, 3) if promoted_at is not None else None
+        result.extra["kill_at_seconds"] = round((killed_ns - start_ns) / 1e9, 3)
+        _analyse_failover(
+            result,
+            channels,
+            answers,
+            lambda n: start_ns + int(n * interval_ns),
+            subscribers,
+            first_seen,
+            killed_ns,
+        )
+        topology.check_alive()
+    return result
+
+
 Runner = Callable[[Any, str], Any]
 SCENARIOS: dict[str, tuple[type[Common], Runner]] = {
     "broadcast": (BroadcastParams, broadcast),
@@ -674,4 +952,5 @@ SCENARIOS: dict[str, tuple[type[Common], Runner]] = {
     "idle": (IdleParams, idle),
     "storm": (StormParams, storm),
     "ingest": (IngestParams, ingest),
+    "failover": (FailoverParams, failover),
 }

@@ -1,6 +1,8 @@
 """Starting the deployment under test on loopback, and stopping exactly the processes it started.
 
 ``cluster``: a ``redis-server`` on a free port, N ``hub ws`` nodes and one ``hub ingest`` node.
+``rediscluster``: the same hub nodes on a Redis Cluster of 3 primaries + 3 replicas (``redis+cluster://``).
+``sentinel``: the same hub nodes on 1 primary + 1 replica watched by 3 sentinels (``redis+sentinel://``).
 ``embedded``: one ``hub serve`` (in-memory broker and state) per WebSocket node; with more than one they
 are independent servers (only the storm scenario uses that, since it needs no cross-node delivery).
 
@@ -29,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from benchmarks.procstats import rss_bytes, total_cpu_seconds, total_rss_bytes
+from benchmarks import redis_admin
+from benchmarks.procstats import cpu_seconds, rss_bytes, total_cpu_seconds, total_rss_bytes
 
 LOOPBACK = "127.0.0.1"
 APP_ID = "1"
@@ -38,6 +41,14 @@ APP_SECRET = "bench-secret"
 CHILD_FD_LIMIT = 65_536
 PR_SET_PDEATHSIG = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TOPOLOGIES = ("cluster", "rediscluster", "sentinel", "embedded")
+REDIS_TOPOLOGIES = ("cluster", "rediscluster", "sentinel")
+CLUSTER_PRIMARIES = 3
+# Failure detection of the Redis Cluster and Sentinel topologies (the failover scenario's clock): redis'
+# defaults (15 s, 30 s) would measure the configuration, not hub.
+CLUSTER_NODE_TIMEOUT_MS = 1500
+SENTINEL_DOWN_AFTER_MS = 1000
+SENTINEL_SERVICE = "hubmaster"
 
 
 class TopologyError(RuntimeError):
@@ -88,6 +99,7 @@ class Child:
         self.env = env
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._cpu = 0.0
 
     def start(self) -> Child:
         """Spawn it with a raised fd limit in its own session; output goes to an unlinked temp file."""
@@ -114,6 +126,12 @@ class Child:
     def running(self) -> bool:
         """True until the child exits."""
         return self._popen is not None and self._popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds it used so far; after it died, what it had used when last asked (never goes back)."""
+        if self.running():
+            self._cpu = max(self._cpu, cpu_seconds(self.pid))
+        return self._cpu
 
     def output(self, limit: int = 4000) -> str:
         """The tail of what the child printed."""
@@ -155,8 +173,9 @@ class Child:
             time.sleep(0.05)
 
     def kill(self) -> None:
-        """SIGKILL by pid, at once (the storm scenario's crash)."""
+        """SIGKILL by pid, at once (the storm and failover scenarios' crash)."""
         if self.running():
+            self.cpu_seconds()
             os.kill(self.pid, signal.SIGKILL)
             assert self._popen is not None
             self._popen.wait(timeout=10)
@@ -184,6 +203,9 @@ class Topology:
     ws_nodes: list[Child] = field(default_factory=list)
     api_node: Child | None = None
     redis: Child | None = None
+    redis_nodes: list[Child] = field(default_factory=list)
+    sentinels: list[Child] = field(default_factory=list)
+    redis_url: str = ""
     children: list[Child] = field(default_factory=list)
 
     @property
@@ -218,8 +240,45 @@ class Topology:
         return total_cpu_seconds(self.ws_pids())
 
     def redis_cpu_seconds(self) -> float:
-        """CPU seconds used so far by redis-server (0 when embedded)."""
-        return total_cpu_seconds([self.redis.pid]) if self.redis and self.redis.running() else 0.0
+        """CPU seconds used so far by every Redis process, sentinels included (0 when embedded)."""
+        return sum(self.redis_cpu_by_process().values())
+
+    def redis_cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds used so far by each Redis process, by name (``shard1-primary``, ``sentinel-2``...).
+
+        Names are the roles at start; a failover swaps roles but not names. A killed process keeps the
+        figure it had when it died.
+        """
+        return {child.name: child.cpu_seconds() for child in [*self.redis_nodes, *self.sentinels]}
+
+    def redis_primary_ports(self) -> list[int]:
+        """Client ports of the Redis servers that are primaries now (after any failover)."""
+        if self.kind == "rediscluster":
+            ports = [c.port for c in self.redis_nodes if c.running()]
+            for port in ports:
+                try:
+                    views = redis_admin.cluster_nodes(port)
+                except redis_admin.ADMIN_ERRORS:
+                    continue
+                return sorted(v.port for v in views if v.primary and v.slots and not v.failed and v.port in ports)
+            return []
+        primaries = []
+        for child in self.redis_nodes:
+            if not child.running():
+                continue
+            try:
+                if redis_admin.info(child.port, "replication").get("role") == "master":
+                    primaries.append(child.port)
+            except redis_admin.ADMIN_ERRORS:
+                continue
+        return primaries
+
+    def redis_child(self, port: int) -> Child:
+        """The Redis process serving on ``port``."""
+        for child in self.redis_nodes:
+            if child.port == port:
+                return child
+        raise KeyError(port)
 
     def ws_rss_bytes(self) -> int:
         """RSS of the WebSocket-holding processes."""
@@ -288,11 +347,11 @@ def start_topology(
     hub_variant: str = "",
     hub_env: dict[str, str] | None = None,
 ) -> Topology:
-    """Start ``kind`` (cluster or embedded) with ``ws_nodes`` WebSocket nodes and wait until all are ready.
+    """Start ``kind`` (see TOPOLOGIES) with ``ws_nodes`` WebSocket nodes and wait until all are ready.
 
     ``hub_variant`` (e.g. ``uvloop`` or ``backlog=4096``) runs hub through ``benchmarks.hub_variant``: experiments.
     """
-    if kind not in ("cluster", "embedded"):
+    if kind not in TOPOLOGIES:
         raise ValueError(f"unknown topology {kind!r}")
     variant_env = {**({"HUB_BENCH_VARIANT": hub_variant} if hub_variant else {}), **(hub_env or {})} or None
     workdir = Path(tempfile.mkdtemp(prefix=f"hub-bench-{kind}-"))
@@ -313,27 +372,13 @@ def start_topology(
                 topology.ws_nodes.append(child)
             topology.api_node = topology.ws_nodes[0]
             return topology
-        redis_server = shutil.which("redis-server")
-        if redis_server is None:
-            raise TopologyError("redis-server is not installed (make system-deps)")
-        redis_port = free_port()
-        redis_argv = [
-            redis_server,
-            "--bind",
-            LOOPBACK,
-            "--port",
-            str(redis_port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ]
-        topology.redis = Child("redis-server", redis_argv, redis_port).start()
-        topology.children.append(topology.redis)
-        topology.redis.wait_tcp_ready()
-        redis_url = f"redis://{LOOPBACK}:{redis_port}/0"
+        if kind == "cluster":
+            _start_single_redis(topology)
+        elif kind == "rediscluster":
+            _start_redis_cluster(topology)
+        else:
+            _start_sentinel(topology)
+        redis_url = topology.redis_url
         for i in range(ws_nodes if with_ws else 0):
             port = free_port()
             argv = [*_hub_args("ws", port, apps_file, send_buffer_kb, hub_variant), "--redis-url", redis_url]
@@ -350,6 +395,176 @@ def start_topology(
     except BaseException:
         topology.close()
         raise
+
+
+def _redis_server() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise TopologyError("redis-server is not installed (make system-deps)")
+    return path
+
+
+def _redis_argv(workdir: Path, name: str, port: int, *extra: str) -> list[str]:
+    """A redis-server without persistence, in its own directory (cluster nodes write nodes.conf there)."""
+    directory = workdir / name
+    directory.mkdir(exist_ok=True)
+    return [
+        _redis_server(),
+        "--bind",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        # A replica's first sync starts at once (redis waits 5 s for more replicas by default).
+        "--repl-diskless-sync-delay",
+        "0",
+        # Stopping must not wait for lagging replicas (the default waits up to 10 s).
+        "--shutdown-timeout",
+        "0",
+        *extra,
+    ]
+
+
+def _start_redis(topology: Topology, name: str, *extra: str) -> Child:
+    port = free_port()
+    child = Child(name, _redis_argv(topology.workdir, name, port, *extra), port).start()
+    topology.children.append(child)
+    topology.redis_nodes.append(child)
+    child.wait_tcp_ready()
+    return child
+
+
+def _start_single_redis(topology: Topology) -> None:
+    topology.redis = _start_redis(topology, "redis-server")
+    topology.redis_url = f"redis://{LOOPBACK}:{topology.redis.port}/0"
+
+
+def _start_redis_cluster(topology: Topology, replicas_per_primary: int = 1) -> None:
+    """3 primaries + 3 replicas formed by ``redis-cli --cluster create``; wait until ok and every replica synced.
+
+    ``cluster-require-full-coverage no`` keeps the other shards serving while one fails over;
+    ``cluster-replica-validity-factor 0`` lets a replica take over however long its link was down.
+    """
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise TopologyError("redis-cli is not installed (make system-deps)")
+    count = CLUSTER_PRIMARIES * (1 + replicas_per_primary)
+    for i in range(count):
+        bus_port = free_port()
+        _start_redis(
+            topology,
+            f"redis-node-{i}",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(CLUSTER_NODE_TIMEOUT_MS),
+            "--cluster-port",
+            str(bus_port),  # explicit: port + 10000 may be taken or above 65535
+            "--cluster-require-full-coverage",
+            "no",
+            "--cluster-replica-validity-factor",
+            "0",
+            "--cluster-allow-replica-migration",
+            "no",
+        )
+    addresses = [f"{LOOPBACK}:{child.port}" for child in topology.redis_nodes]
+    created = subprocess.run(
+        [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas_per_primary), "--cluster-yes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise TopologyError(f"redis-cli --cluster create failed:\n{created.stdout}\n{created.stderr}")
+    ports = [child.port for child in topology.redis_nodes]
+    try:
+        redis_admin.wait_for(lambda: redis_admin.cluster_unstable_reason(ports, count), 30.0, "the Redis Cluster")
+    except TimeoutError as exc:
+        raise TopologyError(str(exc)) from exc
+    _name_cluster_nodes(topology)
+    seeds = ",".join(addresses[:CLUSTER_PRIMARIES])
+    topology.redis_url = f"redis+cluster://{seeds}"
+
+
+def _name_cluster_nodes(topology: Topology) -> None:
+    """Name each node for the shard it serves at start: shard1 holds the lowest slots; ``-primary``/``-replica``.
+
+    A replica's primary is what the replica itself reports (INFO replication), not gossip, which may lag.
+    """
+    views = redis_admin.cluster_nodes(topology.redis_nodes[0].port)
+    primaries = sorted((v for v in views if v.primary and v.slots), key=lambda v: min(a for a, _ in v.slots))
+    shard_of = {primary.port: index for index, primary in enumerate(primaries, start=1)}
+    replicas: dict[int, list[Child]] = {}
+    for child in topology.redis_nodes:
+        if child.port in shard_of:
+            child.name = f"shard{shard_of[child.port]}-primary"
+            continue
+        primary_port = int(redis_admin.info(child.port, "replication")["master_port"])
+        replicas.setdefault(shard_of[primary_port], []).append(child)
+    for shard, children in replicas.items():
+        for n, child in enumerate(children, start=1):
+            child.name = f"shard{shard}-replica" + (f"{n}" if len(children) > 1 else "")
+
+
+def _start_sentinel(topology: Topology) -> None:
+    """1 primary, 1 replica, 3 sentinels (quorum 2); wait until every sentinel sees the replica and its peers."""
+    primary = _start_redis(topology, "primary")
+    replica = _start_redis(topology, "replica", "--replicaof", LOOPBACK, str(primary.port))
+    for i in range(3):
+        port = free_port()
+        directory = topology.workdir / f"sentinel-{i + 1}"
+        directory.mkdir()
+        config = directory / "sentinel.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {port}",
+                    f"bind {LOOPBACK}",
+                    f'dir "{directory}"',
+                    f"sentinel monitor {SENTINEL_SERVICE} {LOOPBACK} {primary.port} 2",
+                    f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {SENTINEL_DOWN_AFTER_MS}",
+                    f"sentinel failover-timeout {SENTINEL_SERVICE} 3000",
+                    f"sentinel parallel-syncs {SENTINEL_SERVICE} 1",
+                ]
+            )
+            + "\n"
+        )
+        child = Child(f"sentinel-{i + 1}", [_redis_server(), str(config), "--sentinel"], port).start()
+        topology.children.append(child)
+        topology.sentinels.append(child)
+        child.wait_tcp_ready()
+
+    def unsettled() -> str | None:
+        try:
+            role = redis_admin.command(replica.port, "ROLE")
+            if role[0] != b"slave" or role[3] != b"connected":
+                return f"replica {role[:4]}"
+            for sentinel in topology.sentinels:
+                address = redis_admin.command(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE)
+                if not address or int(address[1]) != primary.port:
+                    return f"{sentinel.name} names {address}"
+                if len(redis_admin.command(sentinel.port, "SENTINEL", "SENTINELS", SENTINEL_SERVICE)) != 2:
+                    return f"{sentinel.name} does not see both other sentinels yet"
+                if not redis_admin.command(sentinel.port, "SENTINEL", "REPLICAS", SENTINEL_SERVICE):
+                    return f"{sentinel.name} does not see the replica yet"
+        except redis_admin.ADMIN_ERRORS as exc:
+            return repr(exc)
+        return None
+
+    try:
+        redis_admin.wait_for(unsettled, 30.0, "the sentinels to settle")
+    except TimeoutError as exc:
+        raise TopologyError(str(exc)) from exc
+    hosts = ",".join(f"{LOOPBACK}:{s.port}" for s in topology.sentinels)
+    topology.redis_url = f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
 
 
 def cluster_available() -> bool:

@@ -32,6 +32,7 @@ class WorkerConfig:
     concurrency: int = 50
     loop: str = "auto"
     deflate: bool = False
+    track_sequences: bool = False
 
 
 @dataclass
@@ -51,7 +52,13 @@ class WorkerStatus:
 
 
 async def _serve(pipe: Connection, config: WorkerConfig) -> None:
-    pool = SubscriberPool(config.app_key, config.app_secret, reconnect=config.reconnect, deflate=config.deflate)
+    pool = SubscriberPool(
+        config.app_key,
+        config.app_secret,
+        reconnect=config.reconnect,
+        deflate=config.deflate,
+        track_sequences=config.track_sequences,
+    )
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -88,6 +95,8 @@ async def _serve(pipe: Connection, config: WorkerConfig) -> None:
                 resubscribe_times_ns=[t for t in times if t > since_ns] if with_times else [],
                 bytes_received=pool.bytes_received,
             )
+        elif command == "sequences":
+            reply = pool.sequence_report()
         elif command == "collect":
             reply = {step: hist.to_sparse() for step, hist in pool.recorder.take().items()}
         elif command == "close":
@@ -188,6 +197,18 @@ class WorkerSet:
                 else:
                     merged[step] = hist
         return merged
+
+    async def sequences(self) -> tuple[list[tuple[str, list[int], bool]], dict[int, int]]:
+        """Every tracked subscriber's (channel, sequence numbers in arrival order, dropped), and when each number
+        was first seen by any subscriber (ns, the earliest over the workers)."""
+        subscribers: list[tuple[str, list[int], bool]] = []
+        first_seen: dict[int, int] = {}
+        for reply in await self.call_all("sequences"):
+            subscribers += reply["subscribers"]
+            for n, at in reply["first_seen_ns"].items():
+                if n not in first_seen or at < first_seen[n]:
+                    first_seen[n] = at
+        return subscribers, first_seen
 
     async def close_clients(self) -> None:
         """Close every connection (clients do not reconnect)."""

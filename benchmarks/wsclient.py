@@ -32,6 +32,8 @@ EVENT_NAME = "bench"
 # The event data is the JSON string {"t":<publish time_ns>,"s":<step>} embedded in the frame's JSON, so its
 # quotes arrive escaped. Nothing else a server sends contains this pattern.
 STAMP_RE = re.compile(rb'\\"t\\":(\d+),\\"s\\":(\d+)')
+# Numbered events (the failover scenario) carry their sequence number right after the step.
+SEQUENCE_RE = re.compile(rb'\\"s\\":\d+,\\"n\\":(\d+)')
 
 _HANDSHAKE, _ESTABLISHING, _SUBSCRIBING, _SUBSCRIBED, _CLOSED = range(5)
 _TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
@@ -142,6 +144,8 @@ class Subscriber(asyncio.Protocol):
         self.error: str | None = None
         self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.subscribed_at_ns = 0
+        self.sequences: list[int] | None = [] if pool.track_sequences else None
+        self.dropped = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class Subscriber(asyncio.Protocol):
         """Tell the pool (which may reconnect, as pusher-js would)."""
         was_subscribed = self.state == _SUBSCRIBED
         self.state = _CLOSED
+        self.dropped = was_subscribed and not self.pool.closing
         if not self.subscribed.done():
             self.subscribed.set_exception(ConnectionError(self.error or f"connection lost: {exc}"))
             self.subscribed.exception()  # mark retrieved: the pool reads it through its own wait
@@ -233,13 +238,28 @@ class Subscriber(asyncio.Protocol):
         for message in inflated:
             stamps += STAMP_RE.findall(message)
         if stamps:
-            self.pool.recorder.record(time.time_ns(), stamps)
+            now_ns = time.time_ns()
+            self.pool.recorder.record(now_ns, stamps)
+            if self.sequences is not None:
+                self._track(now_ns, buf[:pos], inflated)
         if control or texts + len(inflated) != len(stamps):
             # Rare: something besides our events arrived. Re-walk those bytes frame by frame.
             frames, _ = split_frames(buf[:pos])
             for opcode, payload in frames:
                 if opcode != _TEXT or not STAMP_RE.search(payload):
                     self._slow_frame(opcode, payload)
+
+    def _track(self, now_ns: int, raw: bytes, inflated: list[bytes]) -> None:
+        """Keep the sequence numbers of numbered events in arrival order, and when each was first seen here."""
+        assert self.sequences is not None
+        numbers = [int(n) for n in SEQUENCE_RE.findall(raw)]
+        for message in inflated:
+            numbers += [int(n) for n in SEQUENCE_RE.findall(message)]
+        self.sequences += numbers
+        first_seen = self.pool.first_seen_ns
+        for n in numbers:
+            if n not in first_seen:
+                first_seen[n] = now_ns
 
     def _slow_frame(self, opcode: int, payload: bytes) -> None:
         transport = self.transport
@@ -306,7 +326,16 @@ class Subscriber(asyncio.Protocol):
 class SubscriberPool:
     """This process's subscribers: connects them, counts them, reconnects them, holds the recorder."""
 
-    def __init__(self, app_key: str, app_secret: str, *, reconnect: bool = False, deflate: bool = False) -> None:
+    def __init__(
+        self,
+        app_key: str,
+        app_secret: str,
+        *,
+        reconnect: bool = False,
+        deflate: bool = False,
+        track_sequences: bool = False,
+    ) -> None:
+        """``track_sequences``: every subscriber keeps the sequence numbers it received (see ``sequence_report``)."""
         self.app_key = app_key
         self.app_secret = app_secret
         self.reconnect = reconnect
@@ -322,6 +351,22 @@ class SubscriberPool:
         self.errors: list[str] = []
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.track_sequences = track_sequences
+        self.tracked: list[Subscriber] = []
+        self.first_seen_ns: dict[int, int] = {}
+
+    @property
+    def closing(self) -> bool:
+        """True once ``close_all`` began: connections ending now were closed by us."""
+        return self._closing
+
+    def sequence_report(self) -> dict[str, object]:
+        """Per tracked subscriber: its channel, the sequence numbers it got in arrival order, whether it dropped;
+        and when each number was first seen by any subscriber of this process."""
+        return {
+            "subscribers": [(sub.spec.channel, sub.sequences or [], sub.dropped) for sub in self.tracked],
+            "first_seen_ns": dict(self.first_seen_ns),
+        }
 
     async def connect(self, spec: ClientSpec, url_index: int = 0, limit_s: float = 30.0) -> Subscriber:
         """Open one subscriber and wait until its channel subscription succeeded."""
@@ -340,6 +385,8 @@ class SubscriberPool:
                 sub = holder[0]
                 self.live.add(sub)
                 await sub.subscribed
+                if self.track_sequences:
+                    self.tracked.append(sub)
         except BaseException:
             if holder and holder[0].transport is not None:
                 holder[0].transport.abort()

@@ -7,13 +7,14 @@ process it started. The full-size runs are ``make bench`` and ``make bench-full`
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from pusher.pusher_client import PusherClient
 
 from benchmarks.histogram import Histogram
-from benchmarks.profiles import smoke
+from benchmarks.profiles import smoke, smoke_redis
 from benchmarks.publisher import signed_query
 from benchmarks.runner import execute, gate_failures
 from benchmarks.topology import cluster_available
@@ -101,3 +102,27 @@ def test_every_scenario_completes_at_tiny_scale_and_reports_its_fields(topology:
     assert by_name["ingest"].received
     assert "| broadcast |" in (directory / "results.md").read_text()
     assert isinstance(gate_failures(results), list)
+
+
+def test_redis_cluster_topology_reports_each_shard_and_a_primary_kill_loses_no_accepted_event(tmp_path: Path) -> None:
+    require(cluster_available(), "redis-server or the Redis backends are not available")
+    require(shutil.which("redis-cli") is not None, "redis-cli is not installed")
+    runs = smoke_redis("rediscluster")
+    results, directory = execute(runs, "smoke-redis", tmp_path, plots=False, log=False)
+    assert [r.error for r in results] == [None] * len(runs)
+    (failover,) = results
+    shards = {f"shard{i}-{role}" for i in (1, 2, 3) for role in ("primary", "replica")}
+    assert set(failover.extra["redis_cpu_by_process"]) == shards
+    # One replay stream per channel, each found on the primary serving it now (the victim's replica too).
+    assert failover.extra["redis_memory"]["stream_keys"] == 3
+    channels = failover.extra["failover_channels"]
+    assert len(channels) == 3
+    assert failover.extra["subscribers_dropped"] == 0
+    assert failover.lost == 0, channels
+    assert failover.extra["duplicates"] == 0
+    assert failover.extra["out_of_order"] == 0
+    # The other shards' channels kept working while the victim's failed over.
+    assert [c["refused_503"] for c in list(channels.values())[1:]] == [0, 0]
+    text = (directory / "results.md").read_text()
+    assert "## Redis CPU by process" in text
+    assert "## Failover" in text
