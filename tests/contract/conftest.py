@@ -111,15 +111,6 @@ class Implementation:
         return parse_topology(self.redis_url).command_client(timeout=TIMEOUT)
 
 
-@pytest.fixture(params=["memory", "redis"])
-def implementation(request: pytest.FixtureRequest, prefix: str) -> Implementation:
-    """Each test that uses it runs once per implementation; the session's redis-server starts only for Redis."""
-    if request.param == "memory":
-        return Implementation("memory")
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return Implementation("redis", server.url, prefix)
-
-
 @pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 def store(request: pytest.FixtureRequest, prefix: str) -> Implementation:
     """Where shared state lives, for the state, coordination and webhook-queue contracts: memory, a single
@@ -239,9 +230,9 @@ async def settle_unsubscribes(broker: Broker) -> None:
 
 
 @pytest.fixture
-async def brokers(implementation: Implementation) -> AsyncIterator[BrokerCluster]:
-    """Brokers of either implementation (each test runs once per implementation)."""
-    made = BrokerCluster(implementation.kind, implementation.redis_url, implementation.prefix)
+async def brokers(store: Implementation) -> AsyncIterator[BrokerCluster]:
+    """Brokers over memory, a single Redis, a Redis Cluster (sharded pub/sub) and Sentinel."""
+    made = BrokerCluster(store.kind, store.redis_url, store.prefix)
     yield made
     await made.close()
 

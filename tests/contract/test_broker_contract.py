@@ -39,7 +39,7 @@ def control(user_id: str, *, app_id: str = APP) -> Envelope:
     return Envelope(Kind.TERMINATE_USER, app_id, "", "", None, user_id=user_id)
 
 
-# Both implementations: one node
+# Every implementation (memory, single Redis, Redis Cluster, Sentinel): one node
 
 
 async def test_started_broker_is_healthy(brokers: BrokerCluster) -> None:
