@@ -5,8 +5,9 @@ The seed (../shared/seed/) starts `soketi start --config=soketi.json` with the a
 `private-chat.{a}.{b}` with `toOthers()`, and the Flutter app listens on that channel. Here Laravel Echo
 and pusher-js play the app (the Flutter SDK needs a device), the backend's publish is signed as
 pusher-php-server signs it (the Python SDK refuses a non-numeric app id like `local-app`), and channel
-auth comes from the `pusher` SDK. On the cluster, the same soketi.json with Soketi's Redis adapter
-starts two `hub ws` nodes and one `hub ingest` over a real redis-server.
+auth comes from the `pusher` SDK. On the clusters, the same soketi.json with Soketi's Redis adapter
+starts two `hub ws` nodes and one `hub ingest` over a real redis-server, or, with Soketi's
+`clusterMode` and `clusterNodes`, over a real 3+3 Redis Cluster.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.support.certificates import make_certificates
 from tests.support.js_clients import JsClients
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.request_signing import signed_params
 from tests.support.requirements import require_executable
@@ -67,7 +69,7 @@ class SoketiDeployment:
     ws_ports: list[int]
     api_port: int
     processes: list[ManagedProcess] = field(default_factory=list)
-    redis: RedisServer | None = None
+    redis: RedisServer | RedisCluster | None = None
 
     def close(self) -> None:
         for process in reversed(self.processes):
@@ -90,7 +92,7 @@ def start_from_soketi(role: str, config: Path, port: int) -> ManagedProcess:
     return process
 
 
-@pytest.fixture(scope="module", params=["embedded", "cluster"])
+@pytest.fixture(scope="module", params=["embedded", "cluster", "rediscluster"])
 def deployment(request: pytest.FixtureRequest) -> Iterator[SoketiDeployment]:
     if request.param == "embedded":
         port = free_port()
@@ -102,14 +104,20 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[SoketiDeployment]:
             running.close()
         return
     require_executable("redis-server")
-    redis = RedisServer().start()
-    clustered = {
-        **SEED_SOKETI_JSON,
-        "adapter": {"driver": "redis"},
-        "queue": {"driver": "redis"},
-        "database": {"redis": {"host": redis.host, "port": redis.port}},
-    }
-    config = write_soketi_json(clustered)
+    redis: RedisServer | RedisCluster
+    if request.param == "cluster":
+        redis = RedisServer().start()
+        database: dict[str, Any] = {"redis": {"host": redis.host, "port": redis.port}}
+        adapter: dict[str, Any] = {"driver": "redis"}
+    else:
+        # Soketi's Redis Cluster form: clusterMode and the seed nodes (hub: a redis+cluster:// URL).
+        require_executable("redis-cli")
+        redis = RedisCluster().start()
+        database = {"redis": {"clusterNodes": [{"host": LOOPBACK, "port": port} for port in redis.ports[:3]]}}
+        adapter = {"driver": "redis", "redis": {"clusterMode": True}}
+    config = write_soketi_json(
+        {**SEED_SOKETI_JSON, "adapter": adapter, "queue": {"driver": "redis"}, "database": database}
+    )
     running = SoketiDeployment([free_port(), free_port()], free_port(), redis=redis)
     try:
         for port in running.ws_ports:
