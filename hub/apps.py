@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -203,21 +203,48 @@ def app_to_mapping(app: App) -> dict[str, Any]:
     return out
 
 
-class AppRegistry:
-    """Finds apps by id (HTTP API) and by key (WebSocket URL)."""
+@dataclass(frozen=True, slots=True)
+class AppChange:
+    """One app as it was and as it is now: added (``before`` None), removed (``after`` None) or changed."""
 
-    def __init__(self, apps: Iterable[App]) -> None:
-        self._by_id: dict[str, App] = {}
-        self._by_key: dict[str, App] = {}
-        for app in apps:
-            if app.id in self._by_id:
-                raise ConfigError(f"duplicate app id {app.id!r}")
-            if app.key in self._by_key:
-                raise ConfigError(f"duplicate app key {app.key!r}")
-            self._by_id[app.id] = app
-            self._by_key[app.key] = app
-        if not self._by_id:
-            raise ConfigError("no apps configured")
+    before: App | None
+    after: App | None
+
+    @property
+    def app_id(self) -> str:
+        """The app's id."""
+        app = self.after or self.before
+        assert app is not None
+        return app.id
+
+
+ChangeListener = Callable[[Sequence[AppChange]], None]
+
+
+def _index(apps: Iterable[App]) -> tuple[dict[str, App], dict[str, App]]:
+    by_id: dict[str, App] = {}
+    by_key: dict[str, App] = {}
+    for app in apps:
+        if app.id in by_id:
+            raise ConfigError(f"duplicate app id {app.id!r}")
+        if app.key in by_key:
+            raise ConfigError(f"duplicate app key {app.key!r}")
+        by_id[app.id] = app
+        by_key[app.key] = app
+    return by_id, by_key
+
+
+class AppRegistry:
+    """Finds apps by id (HTTP API) and by key (WebSocket URL): the in-memory copy every hot path reads.
+
+    An app store keeps it current with ``replace`` (whole sets, validated before anything changes, so
+    a bad set leaves the registry as it was); listeners hear of every change after it is in place.
+    Lookups are plain dict reads: callers on the connect and publish paths never wait for a store.
+    """
+
+    def __init__(self, apps: Iterable[App] = ()) -> None:
+        self._by_id, self._by_key = _index(apps)
+        self._listeners: list[ChangeListener] = []
 
     def by_id(self, app_id: str) -> App | None:
         """The app with this id, or None."""
@@ -227,15 +254,33 @@ class AppRegistry:
         """The app with this key, or None."""
         return self._by_key.get(key)
 
-    def __iter__(self) -> Any:
-        return iter(self._by_id.values())
+    def __iter__(self) -> Iterator[App]:
+        return iter(list(self._by_id.values()))
 
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def listen(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with the changes of every later ``replace`` that changed something."""
+        self._listeners.append(listener)
 
-def load_apps_file(path: str | Path) -> AppRegistry:
-    """Read an apps file (``{"apps": [...]}``); raise ConfigError with a one-line reason when it is bad."""
+    def replace(self, apps: Iterable[App]) -> list[AppChange]:
+        """Serve exactly ``apps`` from now on; return (and announce) what changed.
+
+        Raises ConfigError, changing nothing, when two apps share an id or a key.
+        """
+        by_id, by_key = _index(apps)
+        changes = [AppChange(old, by_id.get(app_id)) for app_id, old in self._by_id.items() if by_id.get(app_id) != old]
+        changes += [AppChange(None, app) for app_id, app in by_id.items() if app_id not in self._by_id]
+        self._by_id, self._by_key = by_id, by_key
+        if changes:
+            for listener in self._listeners:
+                listener(changes)
+        return changes
+
+
+def parse_apps_file(path: str | Path) -> list[App]:
+    """The apps of an apps file (``{"apps": [...]}``); ConfigError with a one-line reason when it is bad."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -254,7 +299,15 @@ def load_apps_file(path: str | Path) -> AppRegistry:
         if not isinstance(raw, dict):
             raise ConfigError(f"apps file {p}: entry #{i + 1} is not an object")
         apps.append(app_from_mapping(raw, i))
-    return AppRegistry(apps)
+    if not apps:
+        raise ConfigError("no apps configured")
+    _index(apps)
+    return apps
+
+
+def load_apps_file(path: str | Path) -> AppRegistry:
+    """A registry of an apps file's apps; ConfigError with a one-line reason when the file is bad."""
+    return AppRegistry(parse_apps_file(path))
 
 
 def default_app(env: Mapping[str, str]) -> App:

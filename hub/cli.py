@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from hub.apps import AppRegistry, ConfigError
-from hub.config import Settings, load_apps, parse_settings, unknown_variables
+from hub.config import Settings, parse_settings, unknown_variables
 from hub.logging import configure_logging
 from hub.server import Node
 from hub.signals import watch_reload_signal, watch_stop_signals
@@ -21,13 +21,18 @@ from hub.soketi_config import hub_setup, soketi_setup
 log = structlog.get_logger("hub")
 
 
-async def run(settings: Settings, apps: AppRegistry) -> int:
+async def run(settings: Settings, env: Mapping[str, str]) -> int:
     """Run a node until SIGTERM/SIGINT; the first signal drains, a second one stops at once.
 
-    SIGHUP re-reads the TLS certificate and key.
+    SIGHUP re-reads the apps (of a file, Redis or PostgreSQL store) and the TLS certificate and key.
     """
-    node = Node(settings, apps)
-    await node.start()
+    node = Node(settings, env)
+    try:
+        await node.start()
+    except ConfigError:
+        await node.backends.close()  # the apps load first: nothing else was started yet
+        raise
+    report_unused_app_settings(node.apps)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -40,9 +45,19 @@ async def run(settings: Settings, apps: AppRegistry) -> int:
             os._exit(1)
         stop.set()
 
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hangup() -> None:
+        log.info("reload_requested", signal="SIGHUP")
+        if settings.tls_cert:
+            node.reload_tls()
+        task = loop.create_task(node.store.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     if watch_stop_signals(loop, on_signal) == "signal":
         log.info("stop_signals_fallback", reason="the event loop cannot watch signals; Python's handler passes them on")
-    if not watch_reload_signal(loop, node.reload_tls) and settings.tls_cert:
+    if not watch_reload_signal(loop, on_hangup) and settings.tls_cert:
         log.warning("tls_reload_unavailable", reason="no SIGHUP here: restart the node to load a new certificate")
     await stop.wait()
     await node.drain()
@@ -96,18 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args[:1] == ["soketi-config"]:
             return print_soketi_setup(args[1:], env)
         settings = parse_settings(args, env)
-        apps = load_apps(settings, env)
     except ConfigError as exc:
         print(f"hub: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
     if settings.soketi is not None:
         report_soketi_setup(settings)
-    report_unused_app_settings(apps)
     if unknown := unknown_variables(env):
         log.warning("unknown_variables", variables=unknown, reason="no hub option reads them")
     try:
-        return asyncio.run(run(settings, apps))
+        return asyncio.run(run(settings, env))
     except KeyboardInterrupt:
         # Ctrl-C before the stop handlers were in place (or where none could be): stop without a traceback.
         print("hub: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Node settings from command-line flags and ``HUB_*`` environment variables, and the apps they serve.
+"""Node settings from command-line flags and ``HUB_*`` environment variables.
 
 Every option is one row of OPTIONS: its flag, the variable ``HUB_<FLAG>``, its type and default. The
 README's configuration table is this table.
@@ -82,12 +82,26 @@ OPTIONS: tuple[Option, ...] = (
         -1,
         "Replicas that must confirm a publish before it is answered 200 (-1: one if the primary has any; 0: none).",
     ),
-    Option("apps_file", str, None, "JSON apps file; without it one app from PUSHER_APP_ID/KEY/SECRET."),
+    Option("apps_file", str, None, "JSON apps file, watched: changes apply without a restart."),
     Option(
         "soketi_config",
         str,
         None,
         "Soketi config.json to start from (SOKETI_* variables are read too); flags and HUB_* win over it.",
+    ),
+    Option(
+        "app_store",
+        str,
+        None,
+        "Where apps live: env, file, redis or postgres (default: file with --apps-file, else env).",
+    ),
+    Option("postgres_url", str, None, "PostgreSQL URL of the postgres app store (postgresql://user:password@host/db)."),
+    Option("postgres_table", str, "apps", "Table of the postgres app store (Soketi's name by default)."),
+    Option(
+        "apps_reload_seconds",
+        float,
+        10.0,
+        "Full reload period of a Redis or PostgreSQL app store (changes arrive sooner).",
     ),
     Option("metrics_port", int, 9601, "Port for GET /metrics (Prometheus); 0 disables."),
     Option("node_id", str, None, "This node's id in the cluster (default: random)."),
@@ -158,6 +172,10 @@ class Settings:
     redis_prefix: str
     apps_file: str | None
     soketi_config: str | None
+    app_store: str
+    postgres_url: str | None
+    postgres_table: str
+    apps_reload_seconds: float
     metrics_port: int
     node_id: str
     drain_seconds: float
@@ -297,8 +315,30 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     if args["console_max_events"] < 1:
         raise ConfigError("console max events must be at least 1")
     args["node_id"] = args["node_id"] or secrets.token_hex(6)
+    args["app_store"] = _app_store(args)
     args["admin_token"] = _admin_token(args["admin_token"], args["admin_token_file"])
     return Settings(role=role, **args, soketi=soketi)
+
+
+APP_STORES = ("env", "file", "redis", "postgres")
+
+
+def _app_store(args: Mapping[str, Any]) -> str:
+    """The app store named (or implied by --apps-file), checked against the options it needs."""
+    store = args["app_store"] or ("file" if args["apps_file"] else "env")
+    if store not in APP_STORES:
+        raise ConfigError(f"app store must be one of {', '.join(APP_STORES)}, not {store!r}")
+    if store == "file" and not args["apps_file"]:
+        raise ConfigError("the file app store needs --apps-file (or HUB_APPS_FILE)")
+    if store in ("redis", "postgres", "env") and args["apps_file"]:
+        raise ConfigError(f"--apps-file is read by the file app store only, not by the {store} one")
+    if store == "redis" and not args["redis_url"]:
+        raise ConfigError("the redis app store needs --redis-url (or HUB_REDIS_URL)")
+    if store == "postgres" and not args["postgres_url"]:
+        raise ConfigError("the postgres app store needs --postgres-url (or HUB_POSTGRES_URL)")
+    if args["apps_reload_seconds"] <= 0:
+        raise ConfigError("apps reload seconds must be positive")
+    return str(store)
 
 
 def _admin_token(token: str | None, token_file: str | None) -> str | None:
@@ -324,7 +364,7 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
 
 
 def load_apps(settings: Settings, env: Mapping[str, str]) -> AppRegistry:
-    """The apps this node serves: the apps file, or the default app from the environment."""
+    """The apps of a fixed setup: the apps file, the Soketi setup's apps, or the default app from the environment."""
     if settings.apps_file:
         return load_apps_file(settings.apps_file)
     if settings.soketi is not None:

@@ -212,6 +212,14 @@ class Metrics:
             "hub_webhook_queue_oldest_age_seconds", "Age of the oldest webhook waiting for delivery.", registry=r
         )
 
+        self.apps = Gauge("hub_apps", "Apps this node serves (enabled or not).", registry=r)
+        self.app_store_errors = Counter(
+            "hub_app_store_errors_total",
+            "App store loads that failed or held an invalid app (the last good apps stay served).",
+            ["store"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
         return generate_latest(self.registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +15,9 @@ from hub import tls
 from hub.admin.node_report import NodeReporter
 from hub.admin.routes import REGISTRARS
 from hub.admin.server import AdminContext, build_admin_app
-from hub.apps import AppRegistry, ConfigError
-from hub.broker.base import Broker
+from hub.apps import AppChange, ConfigError
+from hub.appstore.factory import make_app_store
+from hub.broker.base import CONTROL_CHANNEL, Broker
 from hub.broker.memory import MemoryBroker
 from hub.config import Settings
 from hub.ingest.cors import cors_middleware
@@ -30,6 +31,7 @@ from hub.tap import Tap
 from hub.webhooks.emitter import Webhooks
 from hub.webhooks.queue import MemoryWebhookQueue, WebhookQueue
 from hub.webhooks.sender import WebhookSender
+from hub.ws.app_changes import apply_app_changes
 from hub.ws.context import NodeContext
 from hub.ws.liveness import run_liveness
 from hub.ws.maintenance import run_maintenance
@@ -118,11 +120,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 class Node:
     """One hub process: serves its role on ``port`` and metrics on ``metrics_port``."""
 
-    def __init__(self, settings: Settings, apps: AppRegistry) -> None:
+    def __init__(self, settings: Settings, env: Mapping[str, str]) -> None:
         self.settings = settings
-        self.apps = apps
         self.metrics = Metrics()
         self.backends = make_backends(settings, self.metrics)
+        self.store = make_app_store(settings, env, self.metrics, self.backends.redis)
+        # Empty until start() loads it; every part below keeps this one registry, which the store updates.
+        self.apps = apps = self.store.apps
         self.broker, self.state = self.backends.broker, self.backends.state
         self.tap = Tap(settings.node_id, settings.console_max_events)
         self.tap.attach_broker(self.broker)
@@ -147,6 +151,7 @@ class Node:
         self.draining = False
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscribing: set[asyncio.Task[None]] = set()
         if settings.role.websocket:
             ctx = NodeContext(
                 settings, self.broker, self.state, self.metrics, self.backends.coordination, self.webhooks
@@ -203,7 +208,7 @@ class Node:
         if self.state.healthy or self.draining:
             return
         with contextlib.suppress(StateUnavailable):
-            await self.state.channel_subscriptions(next(iter(self.apps)).id, "#ready-probe")
+            await self.state.channel_subscriptions("#ready-probe", "#ready-probe")
 
     async def _readiness(self, request: web.Request) -> web.Response:
         await self._recheck_state()
@@ -220,8 +225,11 @@ class Node:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def start(self) -> None:
-        """Connect the backends, then listen."""
+        """Load the apps (ConfigError if they do not load), connect the backends, then listen."""
         s = self.settings
+        await self.store.start()
+        self.apps.listen(self._on_app_changes)
+        self.metrics.apps.set(len(self.apps))
         await self.state.start()
         handler = self.ws.on_envelope if self.ws is not None else self.tap.receive
         await self.broker.start(handler, [app.id for app in self.apps])
@@ -251,12 +259,27 @@ class Node:
             admin_port=s.admin_port if s.admin_enabled else None,
         )
 
+    def _on_app_changes(self, changes: Sequence[AppChange]) -> None:
+        """Apply an app change to live traffic: control topics of new apps, sockets of changed ones."""
+        for change in changes:
+            if change.before is None:
+                # A new app's control topic (terminate user, watchlist) must reach this node like the others'.
+                task = asyncio.get_running_loop().create_task(self.broker.subscribe(change.app_id, CONTROL_CHANNEL))
+                self._subscribing.add(task)
+                task.add_done_callback(self._subscribing.discard)
+            elif change.after is None:
+                self.broker.unsubscribe(change.app_id, CONTROL_CHANNEL)
+        if self.ws is not None:
+            apply_app_changes(self.ws, changes)
+        self.metrics.apps.set(len(self.apps))
+
     def admin_application(self) -> web.Application:
         """The admin port's application: every registrar of ``hub.admin.routes`` over this node's parts."""
         assert self.settings.admin_token is not None
         ctx = AdminContext(
             self.settings,
             self.metrics,
+            self.store,
             self.apps,
             self.broker,
             self.state,
@@ -308,6 +331,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop listening (in-flight HTTP requests finish), withdraw from the cluster, disconnect."""
+        await self.store.close()
         if self.ws is not None and self.ws.ctx.counts is not None:
             await self.ws.ctx.counts.close()
         await self.webhooks.close()

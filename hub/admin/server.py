@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from hub.apps import AppRegistry
+from hub.appstore.base import AppStore
 from hub.broker.base import Broker
 from hub.config import Settings
 from hub.metrics import Metrics
@@ -54,6 +55,7 @@ class AdminContext:
 
     settings: Settings
     metrics: Metrics
+    store: AppStore
     apps: AppRegistry
     broker: Broker
     state: ClusterState

@@ -17,7 +17,8 @@ from hub.admin.server import (
     build_admin_app,
     read_json_object,
 )
-from hub.apps import App, AppRegistry
+from hub.apps import App
+from hub.appstore.static import StaticAppStore
 from hub.config import parse_settings
 from hub.metrics import Metrics
 from hub.server import make_backends
@@ -32,8 +33,9 @@ def _context() -> AdminContext:
     settings = parse_settings(["serve"], {})
     metrics = Metrics()
     backends = make_backends(settings, metrics)
-    apps = AppRegistry([App(id="1", key="app-key", secret="app-secret")])
-    return AdminContext(settings, metrics, apps, backends.broker, backends.state, backends.webhook_queue)
+    store = StaticAppStore([App(id="1", key="app-key", secret="app-secret")])
+    store.apps.replace([App(id="1", key="app-key", secret="app-secret")])
+    return AdminContext(settings, metrics, store, store.apps, backends.broker, backends.state, backends.webhook_queue)
 
 
 def _echo_registrar(app: web.Application, ctx: AdminContext) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.apps import ConfigError
-from hub.config import OPTIONS, Role, load_apps, parse_settings, unknown_variables
+from hub.apps import AppRegistry, ConfigError
+from hub.appstore.factory import make_app_store
+from hub.config import OPTIONS, Role, parse_settings, unknown_variables
 
 REDIS = "redis://localhost:6379/0"
 
@@ -154,27 +155,57 @@ def test_activity_timeout_must_be_positive(timeout: str) -> None:
 # --- apps -----------------------------------------------------------------------------------------------------------
 
 
-def test_without_an_apps_file_the_default_app_comes_from_pusher_environment() -> None:
+async def _loaded(argv: list[str], env: dict[str, str]) -> AppRegistry:
+    store = make_app_store(parse_settings(argv, env), env)
+    await store.start()
+    await store.close()
+    return store.apps
+
+
+async def test_without_an_apps_file_the_default_app_comes_from_pusher_environment() -> None:
     env = {"PUSHER_APP_ID": "7", "PUSHER_APP_KEY": "key7", "PUSHER_APP_SECRET": "secret7"}
-    registry = load_apps(parse_settings(["serve"], env), env)
+    registry = await _loaded(["serve"], env)
     assert len(registry) == 1
     app = registry.by_key("key7")
     assert app is not None
     assert (app.id, app.secret) == ("7", "secret7")
 
 
-def test_apps_file_from_the_environment_is_loaded(tmp_path: Path) -> None:
+async def test_apps_file_from_the_environment_is_loaded(tmp_path: Path) -> None:
     path = tmp_path / "apps.json"
     path.write_text(json.dumps({"apps": [{"id": "1", "key": "k1", "secret": "s1"}]}))
     env = {"HUB_APPS_FILE": str(path), "PUSHER_APP_KEY": "ignored"}
-    registry = load_apps(parse_settings(["serve"], env), env)
+    registry = await _loaded(["serve"], env)
     assert [app.key for app in registry] == ["k1"]
 
 
-def test_missing_apps_file_is_a_config_error(tmp_path: Path) -> None:
-    settings = parse_settings(["serve", "--apps-file", str(tmp_path / "none.json")], {})
+async def test_missing_apps_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read apps file"):
-        load_apps(settings, {})
+        await _loaded(["serve", "--apps-file", str(tmp_path / "none.json")], {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--app-store", "mysql"], "app store must be one of env, file, redis, postgres, not 'mysql'"),
+        (["serve", "--app-store", "file"], "the file app store needs --apps-file (or HUB_APPS_FILE)"),
+        (["serve", "--app-store", "redis"], "the redis app store needs --redis-url (or HUB_REDIS_URL)"),
+        (["serve", "--app-store", "postgres"], "the postgres app store needs --postgres-url (or HUB_POSTGRES_URL)"),
+        (
+            ["serve", "--app-store", "redis", "--redis-url", REDIS, "--apps-file", "a.json"],
+            "--apps-file is read by the file app store only, not by the redis one",
+        ),
+        (["serve", "--apps-reload-seconds", "0"], "apps reload seconds must be positive"),
+    ],
+)
+def test_app_store_needs_its_options(argv: list[str], message: str) -> None:
+    assert _error(argv) == message
+
+
+def test_app_store_defaults_to_the_file_with_an_apps_file_and_to_env_without() -> None:
+    assert parse_settings(["serve"], {}).app_store == "env"
+    assert parse_settings(["serve", "--apps-file", "a.json"], {}).app_store == "file"
+    assert parse_settings(["ws", "--redis-url", REDIS], {"HUB_APP_STORE": "redis"}).app_store == "redis"
 
 
 # --- admin port ---------------------------------------------------------------------------------------------------
