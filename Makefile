@@ -30,10 +30,12 @@ run: $(STAMP)
 	HUB_ADMIN_TOKEN="$$token" PUSHER_APP_ID=$${PUSHER_APP_ID:-1} exec $(BIN)/hub serve
 
 # redis-server (and redis-cli, which creates the Redis Cluster) are real dependencies of the tests; install them from Debian when missing.
+# PostgreSQL (Debian's, found under /usr/lib/postgresql/*/bin) runs the postgres app store's tests.
 system-deps:
 	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; }
 	@command -v node >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error

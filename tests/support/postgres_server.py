@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import psycopg
+
 from tests.support.ports import LOOPBACK, free_port, port_is_open
 from tests.support.requirements import require
 
@@ -122,12 +124,23 @@ class PostgresServer:
         )
         log.close()
         deadline = time.monotonic() + 60
-        while not port_is_open(self.port):
+        while not self._accepts_queries():
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise PostgresServerError(f"PostgreSQL did not start; log:\n{self._log.read_text()[-4000:]}")
             time.sleep(0.05)
         return self
+
+    def _accepts_queries(self) -> bool:
+        # The port opens before recovery ends ("the database system is starting up"): wait for a query.
+        if not port_is_open(self.port):
+            return False
+        try:
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT) by pid; SIGKILL if it lingers."""

@@ -194,7 +194,7 @@ def write(tmp_path: Path, name: str, doc: Any) -> str:
 def comparable(settings: Settings) -> dict[str, Any]:
     """Settings without the fields that only say where they came from."""
     fields = asdict(replace(settings, soketi=None))
-    for name in ("soketi", "soketi_config", "apps_file"):
+    for name in ("soketi", "soketi_config", "apps_file", "app_store"):
         fields.pop(name)
     return fields
 
