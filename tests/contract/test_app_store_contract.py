@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 
 from hub.apps import App, AppChange, app_from_mapping, app_to_mapping
 from hub.appstore.base import AppConflict, AppNotFound, AppStore, ReadOnlyStore
@@ -24,13 +23,16 @@ from hub.appstore.file import FileAppStore
 from hub.appstore.postgres import PostgresAppStore, migrate
 from hub.appstore.redis import RedisAppStore
 from hub.metrics import Metrics
+from hub.redis_topology import CommandClient, parse_topology
 from tests.support.postgres_server import PostgresServer
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
-STORES = ("file", "redis", "postgres")
-WRITABLE = ("redis", "postgres")
+# redis-cluster: the same store on a 3-primary Redis Cluster, through the cluster-aware client.
+STORES = ("file", "redis", "redis-cluster", "postgres")
+WRITABLE = ("redis", "redis-cluster", "postgres")
 # How long a change may take to reach another node: the contract's 1 s (the file store polls every second).
-PROPAGATION = {"file": 2.0, "redis": 1.0, "postgres": 1.0}
+PROPAGATION = {"file": 2.0, "redis": 1.0, "redis-cluster": 1.0, "postgres": 1.0}
 
 APP_1 = App(id="1", key="key-1", secret="secret-1")
 APP_2 = App(id="2", key="key-2", secret="secret-2", enable_client_messages=True, max_connections=5)
@@ -54,7 +56,7 @@ class Source:
     prefix: str = ""
     table: str = ""
     nodes: list[AppStore] = field(default_factory=list)
-    clients: list[aioredis.Redis] = field(default_factory=list)
+    clients: list[CommandClient] = field(default_factory=list)
     _writer: AppStore | None = None
     _file_apps: dict[str, App] = field(default_factory=dict)
 
@@ -66,8 +68,9 @@ class Source:
     def _make(self, metrics: Metrics | None) -> AppStore:
         if self.kind == "file":
             return FileAppStore(self.tmp / "apps.json", metrics)
-        if self.kind == "redis":
-            client = aioredis.Redis.from_url(self.redis_url)
+        if self.kind.startswith("redis"):
+            # The client make_backends gives a node: plain, or cluster-aware for redis+cluster:// URLs.
+            client = parse_topology(self.redis_url).command_client(timeout=2.0)
             self.clients.append(client)
             return RedisAppStore(client, self.prefix, metrics, reload_seconds=30.0)
         return PostgresAppStore(self.postgres_url, self.table, metrics, reload_seconds=30.0)
@@ -113,7 +116,7 @@ class Source:
                 if entry["id"] == app_id:
                     entry["webhooks"] = [{"nourl": True}]
             (self.tmp / "apps.json").write_text(json.dumps(doc))
-        elif self.kind == "redis":
+        elif self.kind.startswith("redis"):
             client = self.clients[0]
             data_key = f"{{{self.prefix}:apps}}:data"
             stored = await client.hget(data_key, app_id)
@@ -147,6 +150,9 @@ async def _source(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
     if kind == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         made.redis_url, made.prefix = server.url, f"t{uuid.uuid4().hex[:12]}"
+    elif kind == "redis-cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        made.redis_url, made.prefix = cluster.url, f"t{uuid.uuid4().hex[:12]}"
     elif kind == "postgres":
         pg: PostgresServer = request.getfixturevalue("postgres_server")
         made.postgres_url, made.table = pg.url, f"apps_{uuid.uuid4().hex[:12]}"
@@ -270,7 +276,7 @@ async def test_invalid_app_keeps_its_last_good_version_and_is_counted(source: So
     metrics = Metrics()
     node = await source.node(metrics)
     await source.corrupt("2")
-    await eventually(lambda: _errors(metrics, source.kind) >= 1, source.within, "load error counted")
+    await eventually(lambda: _errors(metrics, node.name) >= 1, source.within, "load error counted")
     assert node.apps.by_id("2") == APP_2
     assert node.apps.by_id("1") == APP_1
 
