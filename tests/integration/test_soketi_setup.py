@@ -6,8 +6,8 @@ The seed (../shared/seed/) starts `soketi start --config=soketi.json` with the a
 and pusher-js play the app (the Flutter SDK needs a device), the backend's publish is signed as
 pusher-php-server signs it (the Python SDK refuses a non-numeric app id like `local-app`), and channel
 auth comes from the `pusher` SDK. On the clusters, the same soketi.json with Soketi's Redis adapter
-starts two `hub ws` nodes and one `hub ingest` over a real redis-server, or, with Soketi's
-`clusterMode` and `clusterNodes`, over a real 3+3 Redis Cluster.
+starts two `hub ws` nodes and one `hub ingest` over a real redis-server, over Sentinel (Soketi's
+`sentinels` and `name`), or over a real 3+3 Redis Cluster (Soketi's `clusterMode` and `clusterNodes`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from tests.support.js_clients import JsClients
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, http_ready, hub_command
 from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_sentinel import RedisSentinel
 from tests.support.redis_server import RedisServer
 from tests.support.request_signing import signed_params
 from tests.support.requirements import require_executable
@@ -69,7 +70,7 @@ class SoketiDeployment:
     ws_ports: list[int]
     api_port: int
     processes: list[ManagedProcess] = field(default_factory=list)
-    redis: RedisServer | RedisCluster | None = None
+    redis: RedisServer | RedisSentinel | RedisCluster | None = None
 
     def close(self) -> None:
         for process in reversed(self.processes):
@@ -92,7 +93,7 @@ def start_from_soketi(role: str, config: Path, port: int) -> ManagedProcess:
     return process
 
 
-@pytest.fixture(scope="module", params=["embedded", "cluster", "rediscluster"])
+@pytest.fixture(scope="module", params=["embedded", "cluster", "sentinel", "rediscluster"])
 def deployment(request: pytest.FixtureRequest) -> Iterator[SoketiDeployment]:
     if request.param == "embedded":
         port = free_port()
@@ -104,17 +105,22 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[SoketiDeployment]:
             running.close()
         return
     require_executable("redis-server")
-    redis: RedisServer | RedisCluster
+    redis: RedisServer | RedisSentinel | RedisCluster
+    adapter: dict[str, Any] = {"driver": "redis"}
     if request.param == "cluster":
         redis = RedisServer().start()
         database: dict[str, Any] = {"redis": {"host": redis.host, "port": redis.port}}
-        adapter: dict[str, Any] = {"driver": "redis"}
+    elif request.param == "sentinel":
+        # Soketi's Sentinel form: the sentinels and the primary's name (hub: a redis+sentinel:// URL).
+        redis = RedisSentinel().start()
+        sentinels = [{"host": LOOPBACK, "port": port} for port in redis.sentinel_ports]
+        database = {"redis": {"sentinels": sentinels, "name": redis.service}}
     else:
         # Soketi's Redis Cluster form: clusterMode and the seed nodes (hub: a redis+cluster:// URL).
         require_executable("redis-cli")
         redis = RedisCluster().start()
         database = {"redis": {"clusterNodes": [{"host": LOOPBACK, "port": port} for port in redis.ports[:3]]}}
-        adapter = {"driver": "redis", "redis": {"clusterMode": True}}
+        adapter["redis"] = {"clusterMode": True}
     config = write_soketi_json(
         {**SEED_SOKETI_JSON, "adapter": adapter, "queue": {"driver": "redis"}, "database": database}
     )
