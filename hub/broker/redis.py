@@ -39,8 +39,16 @@ from hub.broker.replay import StreamId, merge, split_frame, stream_entries, topi
 from hub.metrics import Metrics
 from hub.redis_connection import RedisTarget, open_connection
 from hub.redis_resp import RespError, RespProtocol
-from hub.redis_topology import CLUSTER, SENTINEL, SLOTS, SlotRange, cluster_slots, discover_primary, key_slot
-from hub.redis_topology import parse_topology as parse_topology
+from hub.redis_topology import (
+    CLUSTER,
+    SENTINEL,
+    SLOTS,
+    SlotRange,
+    cluster_slots,
+    discover_primary,
+    key_slot,
+    parse_topology,
+)
 
 # How often a cluster's slot map is read again without a reason (a reason triggers it at once).
 TOPOLOGY_REFRESH_SECONDS = 5.0

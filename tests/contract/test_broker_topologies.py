@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -106,26 +105,9 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def redis_cluster() -> Iterator[RedisCluster]:
-    """A fresh 3 primaries + 3 replicas cluster (tests here kill and move things)."""
-    require_executable("redis-server")
-    require_executable("redis-cli")
-    with RedisCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def sentinel() -> Iterator[RedisSentinel]:
-    """A fresh primary + replica watched by 3 sentinels."""
-    require_executable("redis-server")
-    with RedisSentinel() as setup:
-        yield setup
-
-
-async def test_cluster_channels_of_one_app_spread_over_every_primary(redis_cluster: RedisCluster, prefix: str) -> None:
+async def test_cluster_channels_of_one_app_spread_over_every_primary(own_cluster: RedisCluster, prefix: str) -> None:
     inbox = Inbox()
-    publisher, subscriber = broker(redis_cluster.url, prefix, "p"), broker(redis_cluster.url, prefix, "s")
+    publisher, subscriber = broker(own_cluster.url, prefix, "p"), broker(own_cluster.url, prefix, "s")
     await publisher.start(lambda e: None, [APP])
     await subscriber.start(inbox, [APP])
     try:
@@ -138,10 +120,10 @@ async def test_cluster_channels_of_one_app_spread_over_every_primary(redis_clust
         # One subscriber connection per primary, each holding only the channels of its own slots.
         assert len(subscriber.primaries) == 3
         per_primary = []
-        for primary in redis_cluster.primaries():
+        for primary in own_cluster.primaries():
             names = primary.command("PUBSUB", "SHARDCHANNELS", f"{{{prefix}:{APP}:room-*")
             per_primary.append(len(names))
-            assert all(redis_cluster.primary_for_slot(slot_of(n)) == primary for n in names)
+            assert all(own_cluster.primary_for_slot(slot_of(n)) == primary for n in names)
         assert sum(per_primary) == 60 and min(per_primary) > 5, per_primary
     finally:
         await publisher.close()
@@ -188,22 +170,22 @@ async def _failover_run(
 
 
 async def test_cluster_kill_of_a_channels_primary_loses_no_accepted_publish(
-    redis_cluster: RedisCluster, prefix: str
+    own_cluster: RedisCluster, prefix: str
 ) -> None:
-    victim = redis_cluster.primaries()[0]
-    hot = channel_on(prefix, set(redis_cluster.slots_of(victim)), "hot")
-    other = redis_cluster.primaries()[1]
-    calm = channel_on(prefix, set(redis_cluster.slots_of(other)), "calm")
+    victim = own_cluster.primaries()[0]
+    hot = channel_on(prefix, set(own_cluster.slots_of(victim)), "hot")
+    other = own_cluster.primaries()[1]
+    calm = channel_on(prefix, set(own_cluster.slots_of(other)), "calm")
     metrics = Metrics()
     inbox = Inbox()
-    publisher, subscriber = broker(redis_cluster.url, prefix, "p"), broker(redis_cluster.url, prefix, "s", metrics)
+    publisher, subscriber = broker(own_cluster.url, prefix, "p"), broker(own_cluster.url, prefix, "s", metrics)
     await publisher.start(lambda e: None, [APP])
     await subscriber.start(inbox, [APP])
     try:
 
         def kill() -> None:
-            redis_cluster.kill(victim)
-            redis_cluster.wait_for_failover(victim)
+            own_cluster.kill(victim)
+            own_cluster.wait_for_failover(victim)
 
         await _failover_run(publisher, subscriber, inbox, hot, calm, kill, "Redis Cluster primary kill")
         assert publisher.healthy and subscriber.healthy
@@ -212,33 +194,33 @@ async def test_cluster_kill_of_a_channels_primary_loses_no_accepted_publish(
         await subscriber.close()
 
 
-async def test_sentinel_failover_loses_no_accepted_publish(sentinel: RedisSentinel, prefix: str) -> None:
+async def test_sentinel_failover_loses_no_accepted_publish(own_sentinel: RedisSentinel, prefix: str) -> None:
     inbox = Inbox()
-    publisher, subscriber = broker(sentinel.url, prefix, "p"), broker(sentinel.url, prefix, "s")
+    publisher, subscriber = broker(own_sentinel.url, prefix, "p"), broker(own_sentinel.url, prefix, "s")
     await publisher.start(lambda e: None, [APP])
     await subscriber.start(inbox, [APP])
     try:
-        old = sentinel.primary_port()
+        old = own_sentinel.primary_port()
 
         def kill() -> None:
-            sentinel.kill_primary()
-            sentinel.wait_for_failover()
+            own_sentinel.kill_primary()
+            own_sentinel.wait_for_failover()
 
         await _failover_run(publisher, subscriber, inbox, "hot", "calm", kill, "Sentinel primary kill")
-        assert sentinel.primary_port() != old
+        assert own_sentinel.primary_port() != old
         await eventually(lambda: publisher.healthy and subscriber.healthy, within=5, what="brokers healthy")
-        assert subscriber.primaries == [f"127.0.0.1:{sentinel.primary_port()}"]
+        assert subscriber.primaries == [f"127.0.0.1:{own_sentinel.primary_port()}"]
     finally:
         await publisher.close()
         await subscriber.close()
 
 
-async def test_cluster_slot_migration_keeps_subscribers_receiving(redis_cluster: RedisCluster, prefix: str) -> None:
-    source, target = redis_cluster.primaries()[0], redis_cluster.primaries()[1]
-    channel = channel_on(prefix, set(redis_cluster.slots_of(source)), "moving")
+async def test_cluster_slot_migration_keeps_subscribers_receiving(own_cluster: RedisCluster, prefix: str) -> None:
+    source, target = own_cluster.primaries()[0], own_cluster.primaries()[1]
+    channel = channel_on(prefix, set(own_cluster.slots_of(source)), "moving")
     slot = slot_of(topic_name(prefix, APP, channel))
     inbox = Inbox()
-    publisher, subscriber = broker(redis_cluster.url, prefix, "p"), broker(redis_cluster.url, prefix, "s")
+    publisher, subscriber = broker(own_cluster.url, prefix, "p"), broker(own_cluster.url, prefix, "s")
     await publisher.start(lambda e: None, [APP])
     await subscriber.start(inbox, [APP])
     try:
@@ -250,10 +232,10 @@ async def test_cluster_slot_migration_keeps_subscribers_receiving(redis_cluster:
         async def pause(step: str) -> None:
             await asyncio.sleep(0.3)  # publishes keep flowing while the slot is MIGRATING / keys moved
 
-        await redis_cluster.migrate_slot_async(slot, target, pause=pause)
+        await own_cluster.migrate_slot_async(slot, target, pause=pause)
         await asyncio.sleep(1.0)
         await flow.stop()
-        assert redis_cluster.primary_for_slot(slot) == target
+        assert own_cluster.primary_for_slot(slot) == target
         await eventually(
             lambda: set(flow.accepted) <= set(inbox.seqs.get(channel, [])), within=5, what="all accepted delivered"
         )
@@ -302,11 +284,11 @@ async def test_single_redis_restart_delivers_what_was_accepted_before_resubscrib
 
 
 async def test_sentinel_switchover_moves_both_connections_to_the_new_primary(
-    sentinel: RedisSentinel, prefix: str
+    own_sentinel: RedisSentinel, prefix: str
 ) -> None:
     """A planned failover demotes the primary without killing it: +switch-master moves the broker at once."""
     inbox = Inbox()
-    publisher, subscriber = broker(sentinel.url, prefix, "p"), broker(sentinel.url, prefix, "s")
+    publisher, subscriber = broker(own_sentinel.url, prefix, "p"), broker(own_sentinel.url, prefix, "s")
     await publisher.start(lambda e: None, [APP])
     await subscriber.start(inbox, [APP])
     try:
@@ -314,10 +296,10 @@ async def test_sentinel_switchover_moves_both_connections_to_the_new_primary(
         flow = Flow(publisher, "planned")
         flow.start()
         await asyncio.sleep(0.3)
-        old = sentinel.primary_port()
-        sentinel.sentinels[0].command("SENTINEL", "FAILOVER", "hubmaster")
-        await eventually(lambda: sentinel.primary_port() != old, within=15, what="sentinels agree on a new primary")
-        new = sentinel.primary_port()
+        old = own_sentinel.primary_port()
+        own_sentinel.sentinels[0].command("SENTINEL", "FAILOVER", "hubmaster")
+        await eventually(lambda: own_sentinel.primary_port() != old, within=15, what="sentinels agree on a new primary")
+        new = own_sentinel.primary_port()
         assert new != old
         await eventually(
             lambda: subscriber.primaries == [f"127.0.0.1:{new}"] and publisher.primaries == [f"127.0.0.1:{new}"],

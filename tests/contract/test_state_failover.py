@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -17,30 +17,12 @@ from hub.state.base import NodeSnapshot, StateUnavailable
 from hub.state.redis import RedisClusterState
 from tests.support.redis_cluster import RedisCluster, slot_of
 from tests.support.redis_sentinel import RedisSentinel
-from tests.support.requirements import require_executable
 
 pytestmark = pytest.mark.cluster
 
 APP = "1"
 PREFIX = "fo"
 CHANNELS = [f"room-{i}" for i in range(20)]
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[RedisCluster]:
-    """A 3 + 3 cluster of this test alone."""
-    require_executable("redis-server")
-    require_executable("redis-cli")
-    with RedisCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def own_sentinel() -> Iterator[RedisSentinel]:
-    """A Sentinel setup of this test alone."""
-    require_executable("redis-server")
-    with RedisSentinel() as setup:
-        yield setup
 
 
 async def churn_through_outage(url: str, kill: Callable[[], object], wait: Callable[[], object]) -> None:

@@ -28,7 +28,6 @@ from tests.support.ports import LOOPBACK
 from tests.support.redis_cluster import RedisCluster, slot_of
 from tests.support.redis_sentinel import RedisSentinel
 from tests.support.request_signing import signed_params
-from tests.support.requirements import require_executable
 from tests.support.topology import APP_ID, APP_KEY, Topology, start_cluster
 
 pytestmark = pytest.mark.cluster
@@ -168,16 +167,8 @@ async def check_presence_and_occupancy_exact(topology: Topology, presence: str, 
 
 
 @pytest.fixture
-def redis_cluster() -> Iterator[RedisCluster]:
-    require_executable("redis-server")
-    require_executable("redis-cli")
-    with RedisCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def hubs_on_cluster(redis_cluster: RedisCluster) -> Iterator[Topology]:
-    topology = start_cluster(redis_cluster)
+def hubs_on_cluster(own_cluster: RedisCluster) -> Iterator[Topology]:
+    topology = start_cluster(own_cluster)
     topology.name = "rediscluster"
     try:
         yield topology
@@ -187,15 +178,8 @@ def hubs_on_cluster(redis_cluster: RedisCluster) -> Iterator[Topology]:
 
 
 @pytest.fixture
-def sentinel() -> Iterator[RedisSentinel]:
-    require_executable("redis-server")
-    with RedisSentinel() as setup:
-        yield setup
-
-
-@pytest.fixture
-def hubs_on_sentinel(sentinel: RedisSentinel) -> Iterator[Topology]:
-    topology = start_cluster(sentinel)
+def hubs_on_sentinel(own_sentinel: RedisSentinel) -> Iterator[Topology]:
+    topology = start_cluster(own_sentinel)
     try:
         yield topology
     finally:
@@ -212,17 +196,17 @@ def channel_in(slots: set[int], stem: str) -> str:
 
 
 async def test_cluster_primary_kill_loses_no_event_answered_200_and_state_stays_exact(
-    redis_cluster: RedisCluster, hubs_on_cluster: Topology, js: JsClients, auth: AuthServer
+    own_cluster: RedisCluster, hubs_on_cluster: Topology, js: JsClients, auth: AuthServer
 ) -> None:
     # The victim serves both the published channel and the app's state slot, the harder case.
-    victim = redis_cluster.primary_for_slot(slot_of(f"{{hub:{APP_ID}}}"))
-    hot = channel_in(set(redis_cluster.slots_of(victim)), "hot")
+    victim = own_cluster.primary_for_slot(slot_of(f"{{hub:{APP_ID}}}"))
+    hot = channel_in(set(own_cluster.slots_of(victim)), "hot")
     presence = unique("presence-room")
     await subscribe_everyone(js, hubs_on_cluster, auth, hot, presence)
 
     def kill() -> None:
-        redis_cluster.kill(victim)
-        redis_cluster.wait_for_failover(victim)
+        own_cluster.kill(victim)
+        own_cluster.wait_for_failover(victim)
 
     await check_delivery_through(js, Publisher(hubs_on_cluster, hot), kill, "Redis Cluster: kill -9 of the primary")
     await check_presence_and_occupancy_exact(hubs_on_cluster, presence, hot)
@@ -231,15 +215,15 @@ async def test_cluster_primary_kill_loses_no_event_answered_200_and_state_stays_
 
 
 async def test_sentinel_primary_kill_loses_no_event_answered_200_and_state_stays_exact(
-    sentinel: RedisSentinel, hubs_on_sentinel: Topology, js: JsClients, auth: AuthServer
+    own_sentinel: RedisSentinel, hubs_on_sentinel: Topology, js: JsClients, auth: AuthServer
 ) -> None:
     channel = unique("hot")
     presence = unique("presence-room")
     await subscribe_everyone(js, hubs_on_sentinel, auth, channel, presence)
 
     def kill() -> None:
-        sentinel.kill_primary()
-        sentinel.wait_for_failover()
+        own_sentinel.kill_primary()
+        own_sentinel.wait_for_failover()
 
     await check_delivery_through(js, Publisher(hubs_on_sentinel, channel), kill, "Sentinel: kill -9 of the primary")
     await check_presence_and_occupancy_exact(hubs_on_sentinel, presence, channel)
@@ -248,20 +232,20 @@ async def test_sentinel_primary_kill_loses_no_event_answered_200_and_state_stays
 
 
 async def test_cluster_slot_migration_of_a_subscribed_channel_loses_nothing(
-    redis_cluster: RedisCluster, hubs_on_cluster: Topology, js: JsClients, auth: AuthServer
+    own_cluster: RedisCluster, hubs_on_cluster: Topology, js: JsClients, auth: AuthServer
 ) -> None:
-    source, target = redis_cluster.primaries()[0], redis_cluster.primaries()[1]
-    channel = channel_in(set(redis_cluster.slots_of(source)), "moving")
+    source, target = own_cluster.primaries()[0], own_cluster.primaries()[1]
+    channel = channel_in(set(own_cluster.slots_of(source)), "moving")
     slot = slot_of(topic_name("hub", APP_ID, channel))
     presence = unique("presence-room")
     await subscribe_everyone(js, hubs_on_cluster, auth, channel, presence)
 
     def migrate() -> None:
-        redis_cluster.migrate_slot(slot, target, pause=lambda step: time.sleep(0.3))
+        own_cluster.migrate_slot(slot, target, pause=lambda step: time.sleep(0.3))
 
     _, refused = await check_delivery_through(
         js, Publisher(hubs_on_cluster, channel), migrate, "Redis Cluster: slot migration"
     )
-    assert redis_cluster.primary_for_slot(slot) == target
+    assert own_cluster.primary_for_slot(slot) == target
     assert refused == 0
     await check_presence_and_occupancy_exact(hubs_on_cluster, presence, channel)
