@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks import redis_admin
+from benchmarks.console_watch import CONSOLE_TOKEN, ConsoleWatch
 from benchmarks.histogram import Histogram
 from benchmarks.procstats import MachineCpu, counters_delta, load_average, tcp_counters, total_system_seconds
 from benchmarks.publisher import Publisher, flood
@@ -45,6 +46,7 @@ class Common:
     client_loop: str = "auto"
     deflate: bool = False  # clients offer permessage-deflate, as browsers do
     hub_env: str = ""  # NAME=VALUE,... added to every hub process's environment (HUB_* settings)
+    console_streams: int = 0  # debug-console streams of the app held open on ws node 0 (0: console off)
 
 
 @dataclass
@@ -273,6 +275,7 @@ async def running(
         with_ws=with_ws,
         hub_variant=common.hub_variant,
         hub_env=hub_env,
+        admin_token=CONSOLE_TOKEN if common.console_streams else "",
     )
     worker_set: WorkerSet | None = None
     try:
@@ -551,12 +554,21 @@ async def ramp(params: RampParams, name: str = "ramp") -> Result:
         fanout = result.connections
         rate = params.start_rate
         step = 0
-        async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET) as publisher:
+        console: ConsoleWatch | None = None
+        if params.console_streams:
+            console = ConsoleWatch(LOOPBACK, topology.ws_nodes[0].admin_port, APP_ID, params.console_streams)
+            await console.start()
+        async with contextlib.AsyncExitStack() as stack:
+            if console is not None:
+                stack.push_async_callback(console.stop)
+            publisher = await stack.enter_async_context(Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET))
             while rate <= params.max_rate:
                 step += 1
                 publisher.stats = type(publisher.stats)()
                 meter = Meter(topology, workers)
                 meter.start()
+                if console is not None:
+                    console.take()
                 sent = await publisher.publish_paced(rate, params.step_seconds, lambda i: "bench-ramp", step=step)
                 elapsed = sent / rate  # the schedule's length
                 expected = publisher.stats.ok * fanout
@@ -585,6 +597,10 @@ async def ramp(params: RampParams, name: str = "ramp") -> Result:
                     "outside_busy": probe.outside_busy,
                     **summary.as_dict(),
                 }
+                if console is not None:
+                    shown = console.take()
+                    row["console_shown_per_s"] = round(shown.shown / max(elapsed, 1e-9), 1)
+                    row["console_not_shown_per_s"] = round(shown.not_shown / max(elapsed, 1e-9), 1)
                 steps.append(row)
                 passed = summary.p99_ms < params.p99_limit_ms and lost == 0 and publisher.stats.failed == 0
                 row["passed"] = passed

@@ -96,6 +96,7 @@ class Child:
         self.name = name
         self.argv = list(argv)
         self.port = port
+        self.admin_port = 0  # set when the child serves the admin port (console streams)
         self.env = env
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -346,11 +347,20 @@ def start_topology(
     with_ws: bool = True,
     hub_variant: str = "",
     hub_env: dict[str, str] | None = None,
+    admin_token: str = "",
 ) -> Topology:
     """Start ``kind`` (see TOPOLOGIES) with ``ws_nodes`` WebSocket nodes and wait until all are ready.
 
     ``hub_variant`` (e.g. ``uvloop`` or ``backlog=4096``) runs hub through ``benchmarks.hub_variant``: experiments.
+    With ``admin_token`` every WebSocket node also serves its admin port (for console streams).
     """
+
+    def admin(child_args: list[str]) -> tuple[list[str], int]:
+        if not admin_token:
+            return child_args, 0
+        admin_port = free_port()
+        return [*child_args, "--admin-port", str(admin_port), "--admin-token", admin_token], admin_port
+
     if kind not in TOPOLOGIES:
         raise ValueError(f"unknown topology {kind!r}")
     variant_env = {**({"HUB_BENCH_VARIANT": hub_variant} if hub_variant else {}), **(hub_env or {})} or None
@@ -361,12 +371,10 @@ def start_topology(
         if kind == "embedded":
             for i in range(max(1, ws_nodes)):
                 port = free_port()
-                child = Child(
-                    f"hub-serve-{i}",
-                    _hub_args("serve", port, apps_file, send_buffer_kb, hub_variant),
-                    port,
-                    env=variant_env,
-                ).start()
+                argv, admin_port = admin(_hub_args("serve", port, apps_file, send_buffer_kb, hub_variant))
+                child = Child(f"hub-serve-{i}", argv, port, env=variant_env)
+                child.admin_port = admin_port
+                child.start()
                 topology.children.append(child)
                 child.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")
                 topology.ws_nodes.append(child)
@@ -381,8 +389,12 @@ def start_topology(
         redis_url = topology.redis_url
         for i in range(ws_nodes if with_ws else 0):
             port = free_port()
-            argv = [*_hub_args("ws", port, apps_file, send_buffer_kb, hub_variant), "--redis-url", redis_url]
-            child = Child(f"hub-ws-{i}", argv, port, env=variant_env).start()
+            argv, admin_port = admin(
+                [*_hub_args("ws", port, apps_file, send_buffer_kb, hub_variant), "--redis-url", redis_url]
+            )
+            child = Child(f"hub-ws-{i}", argv, port, env=variant_env)
+            child.admin_port = admin_port
+            child.start()
             topology.children.append(child)
             child.wait_http_ready(f"http://{LOOPBACK}:{port}/ready")
             topology.ws_nodes.append(child)
