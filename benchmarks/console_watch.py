@@ -41,7 +41,7 @@ class ConsoleWatch:
         """Open the streams and wait until each said hello."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=None))
         self._tasks = [asyncio.create_task(self._read()) for _ in range(self._count)]
-        await asyncio.wait_for(self._opened.wait(), 10)
+        await asyncio.wait_for(self._opened.wait(), 30)
 
     async def _read(self) -> None:
         assert self._session is not None
@@ -74,7 +74,7 @@ class ConsoleWatch:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, OSError):
                 await task
         if self._session is not None:
             await self._session.close()

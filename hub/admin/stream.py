@@ -25,6 +25,7 @@ from hub.admin.server import ADMIN_CONTEXT, AdminError
 from hub.tap import Tap, TapEvent
 
 KEEPALIVE_SECONDS = 10.0
+CHECK_SECONDS = 0.5
 DROPPED_EVERY_SECONDS = 1.0
 
 
@@ -114,17 +115,21 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await tap.attach(app_id, console)
     try:
         await response.write(_sse("hello", {"node": tap.node_id, "rate": tap.rate, "app_id": app_id}))
-        last_dropped = 0.0
-        while True:
-            events = await console.next(KEEPALIVE_SECONDS if not console.not_shown else DROPPED_EVERY_SECONDS)
+        last_dropped = last_write = time.monotonic()
+        # Waits are short so a browser that went away is noticed within a second (aiohttp does not cancel
+        # the handler): until then this node keeps announcing that someone watches.
+        while request.transport is not None and not request.transport.is_closing():
+            events = await console.next(CHECK_SECONDS)
+            now = time.monotonic()
             if events:
                 await response.write(_sse("events", events))
-            now = time.monotonic()
+                last_write = now
             if console.not_shown and now - last_dropped >= DROPPED_EVERY_SECONDS:
                 count, console.not_shown = console.not_shown, 0
-                last_dropped = now
+                last_dropped = last_write = now
                 await response.write(_sse("dropped", {"count": count}))
-            elif not events:
+            elif now - last_write >= KEEPALIVE_SECONDS:
+                last_write = now
                 await response.write(b": keep-alive\n\n")
     except ConnectionResetError:
         pass  # the browser went away

@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from hub.broker.base import CONTROL_CHANNEL, Broker, BrokerUnavailable, MessageHandler, topic_of
-from hub.broker.envelope import Envelope, EnvelopeError
+from hub.broker.envelope import Envelope, EnvelopeError, Kind
 from hub.broker.redis_shard import Redirect, Shard
 from hub.broker.replay import StreamId, merge, split_frame, stream_entries, topic_name
 from hub.metrics import Metrics
@@ -171,7 +171,9 @@ class RedisBroker(Broker):
         """Publish the packed envelope on its topic; raise BrokerUnavailable unless Redis accepted it."""
         app_id, channel = topic_of(envelope)
         try:
-            await self._publish(self._topic(app_id, channel), envelope.pack(), replay=self.replay)
+            # Console batches are at most once: a stream that missed some says so, and nothing replays them.
+            replay = self.replay and envelope.kind is not Kind.CONSOLE_EVENTS
+            await self._publish(self._topic(app_id, channel), envelope.pack(), replay=replay)
         except BrokerUnavailable as exc:
             if self.metrics is not None:
                 self.metrics.broker_publish_failures.inc()
