@@ -94,8 +94,11 @@ def print_soketi_setup(args: Sequence[str], env: Mapping[str, str]) -> int:
     translation = soketi_setup(path, env)
     assert translation is not None  # a config file always makes a setup
     apps, command, not_applied = hub_setup(translation)
-    print(apps)
-    print(f"# save the apps above as apps.json, then run:\n{command}", file=sys.stderr)
+    if apps is None:
+        print(f"# the apps stay in the PostgreSQL table; run:\n{command}", file=sys.stderr)
+    else:
+        print(apps)
+        print(f"# save the apps above as apps.json, then run:\n{command}", file=sys.stderr)
     if "redis_url" in translation.options:
         print("# (hub ws and hub ingest take the same flags, for a cluster over that Redis)", file=sys.stderr)
     for line in not_applied:

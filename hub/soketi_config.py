@@ -44,6 +44,7 @@ class _Builder:
     options: dict[str, Any] = field(default_factory=dict)
     app_defaults: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
+    postgres: dict[str, Any] = field(default_factory=dict)
     redis_drivers: list[str] = field(default_factory=list)
     not_applied: list[str] = field(default_factory=list)
 
@@ -113,6 +114,25 @@ def _driver(
         elif value not in fine:
             known = ", ".join(sorted([*fine, *(["redis"] if redis else []), *warned, *refused]))
             raise ConfigError(f"Soketi option {path}={json.dumps(value)} is not a Soketi driver (known: {known})")
+
+    return apply
+
+
+def _app_manager(b: _Builder, path: str, value: Any) -> None:
+    refused = {"dynamodb": "hub has no DynamoDB app store", "mysql": "hub has no MySQL app store"}
+    if value == "postgres":
+        b.options["app_store"] = "postgres"
+    elif value in refused:
+        raise ConfigError(f"Soketi option {path}={json.dumps(value)} is not supported: {refused[value]}")
+    elif value != "array":
+        raise ConfigError(
+            f"Soketi option {path}={json.dumps(value)} is not a Soketi app manager (array, postgres, mysql, dynamodb)"
+        )
+
+
+def _postgres_part(name: str) -> Apply:
+    def apply(b: _Builder, path: str, value: Any) -> None:
+        b.postgres[name] = value
 
     return apply
 
@@ -219,7 +239,14 @@ REDIS_FROM_URL = "hub connects with its own client, configured from the Redis UR
 APPS_IN_MEMORY = "hub holds its apps in memory"
 NO_DISCOVERY = "hub nodes find each other through Redis, not by UDP discovery"
 NOT_SELECTED = "its driver is not selected"
-SQL_ONLY = "only Soketi's SQL app managers use it"
+POOL = "the postgres app store keeps one connection for queries and one for change notices"
+_SQL_CONNECTION = (
+    ("host", "HOST"),
+    ("port", "PORT"),
+    ("user", "USERNAME"),
+    ("password", "PASSWORD"),
+    ("database", "DATABASE"),
+)
 HUB_CORS = "hub allows GET, POST, OPTIONS and a fixed list of headers"
 QUEUE_IN_REDIS = "hub queues webhooks in Redis (in memory without Redis) and delivers them itself"
 
@@ -242,15 +269,8 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     SoketiOption(
         "appManager.driver",
         "APP_MANAGER_DRIVER",
-        _driver(
-            "array",
-            refused={
-                "dynamodb": "hub has no DynamoDB app store",
-                "mysql": "hub has no MySQL app store",
-                "postgres": "hub has no PostgreSQL app store yet",
-            },
-        ),
-        "`array`: the apps below; `dynamodb`, `mysql`, `postgres`: refused",
+        _app_manager,
+        "`array`: the apps below; `postgres`: `--app-store postgres` on `database.postgres`; `dynamodb`, `mysql`: refused",
     ),
     SoketiOption(
         "appManager.array.apps", None, _apps, "the apps (see the app keys below); `SOKETI_DEFAULT_APP_*` set the first"
@@ -263,8 +283,10 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     _warned("appManager.mysql.table", "APP_MANAGER_MYSQL_TABLE", NOT_SELECTED),
     _warned("appManager.mysql.version", "APP_MANAGER_MYSQL_VERSION", NOT_SELECTED),
     _warned("appManager.mysql.useMysql2", "APP_MANAGER_MYSQL_USE_V2", NOT_SELECTED),
-    _warned("appManager.postgres.table", "APP_MANAGER_POSTGRES_TABLE", NOT_SELECTED),
-    _warned("appManager.postgres.version", "APP_MANAGER_POSTGRES_VERSION", NOT_SELECTED),
+    SoketiOption(
+        "appManager.postgres.table", "APP_MANAGER_POSTGRES_TABLE", _postgres_part("table"), "`--postgres-table`"
+    ),
+    _warned("appManager.postgres.version", "APP_MANAGER_POSTGRES_VERSION", "hub talks to any PostgreSQL 12+"),
     # Server-wide defaults of the apps' limits
     SoketiOption(
         "channelLimits.maxNameLength",
@@ -425,19 +447,18 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
         "seed nodes of `--redis-url redis+cluster://...`",
     ),
     *(
-        _warned(f"database.{db}.{key}", f"DB_{db.upper()}_{env}", "hub has no app store on this database")
-        for db in ("mysql", "postgres")
-        for key, env in (
-            ("host", "HOST"),
-            ("port", "PORT"),
-            ("user", "USERNAME"),
-            ("password", "PASSWORD"),
-            ("database", "DATABASE"),
-        )
+        _warned(f"database.mysql.{key}", f"DB_MYSQL_{env}", "hub has no MySQL app store")
+        for key, env in _SQL_CONNECTION
     ),
-    _warned("databasePooling.enabled", "DB_POOLING_ENABLED", SQL_ONLY),
-    _warned("databasePooling.min", "DB_POOLING_MIN", SQL_ONLY),
-    _warned("databasePooling.max", "DB_POOLING_MAX", SQL_ONLY),
+    *(
+        SoketiOption(
+            f"database.postgres.{key}", f"DB_POSTGRES_{env}", _postgres_part(key), f"{key} of `--postgres-url`"
+        )
+        for key, env in _SQL_CONNECTION
+    ),
+    _warned("databasePooling.enabled", "DB_POOLING_ENABLED", POOL),
+    _warned("databasePooling.min", "DB_POOLING_MIN", POOL),
+    _warned("databasePooling.max", "DB_POOLING_MAX", POOL),
     # Drivers of the parts hub builds in
     SoketiOption(
         "cache.driver",
@@ -656,8 +677,9 @@ def translate(doc: Mapping[str, Any] | None, env: Mapping[str, str]) -> Translat
         b.skip(path, "not a Soketi option")
     try:
         _resolve_redis(b)
+        _resolve_postgres(b)
     except (TypeError, ValueError):
-        raise ConfigError("Soketi option database.redis has a port or db that is not a number") from None
+        raise ConfigError("Soketi option database.redis or database.postgres has a port that is not a number") from None
     options = {**{k: v for k, v in SOKETI_DEFAULTS.items() if k not in b.options}, **b.options}
     apps = _apps_of(values.get("appManager.array.apps"), indexed_apps, b.app_defaults)
     given = "appManager.array.apps" in values or bool(indexed_apps)
@@ -699,6 +721,29 @@ def soketi_setup(config_path: str | None, env: Mapping[str, str], cwd: Path | No
     elif not soketi_env(env):
         return None
     return translate(read_config_file(config_path) if config_path else None, env)
+
+
+# Soketi's connection defaults for its PostgreSQL app manager (knex gets database.postgres as it is).
+SOKETI_POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "password": "password", "database": "main"}
+
+
+def _resolve_postgres(b: _Builder) -> None:
+    """``--postgres-url`` and ``--postgres-table`` when the app manager is postgres."""
+    parts = b.postgres
+    if b.options.get("app_store") != "postgres":
+        for key in parts:
+            where = "appManager.postgres" if key == "table" else "database.postgres"
+            b.skip(f"{where}.{key}", "appManager.driver is not postgres")
+        return
+    c = {**SOKETI_POSTGRES, **{k: v for k, v in parts.items() if k != "table"}}
+    user, password = quote(str(c["user"] or ""), safe=""), quote(str(c["password"] or ""), safe="")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    database = quote(str(c["database"]), safe="")
+    b.options["postgres_url"] = f"postgresql://{auth}{_host_text(str(c['host']))}:{int(c['port'])}/{database}"
+    if parts.get("table"):
+        b.options["postgres_table"] = str(parts["table"])
+    if "appManager.array.apps" in b.values:
+        b.skip("appManager.array.apps", "appManager.driver is postgres: the apps come from its table")
 
 
 def _resolve_redis(b: _Builder) -> None:
@@ -815,10 +860,12 @@ def _apps_of(
     return [_hub_app(app, defaults) for app in apps]
 
 
-def hub_setup(translation: Translation, apps_file: str = "apps.json") -> tuple[str, str, list[str]]:
-    """The equivalent hub setup: the apps file's JSON, the ``hub serve`` command line and what is left out."""
-    apps = json.dumps({"apps": translation.apps}, indent=2)
-    flags = [f"--apps-file {shlex.quote(apps_file)}"]
+def hub_setup(translation: Translation, apps_file: str = "apps.json") -> tuple[str | None, str, list[str]]:
+    """The equivalent hub setup: the apps file's JSON (None when the apps stay in PostgreSQL), the
+    ``hub serve`` command line and what is left out."""
+    in_database = translation.options.get("app_store") == "postgres"
+    apps = None if in_database else json.dumps({"apps": translation.apps}, indent=2)
+    flags = [] if in_database else [f"--apps-file {shlex.quote(apps_file)}"]
     for name, value in sorted(translation.options.items()):
         flags.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
     return apps, "hub serve " + " ".join(flags), list(translation.not_applied)

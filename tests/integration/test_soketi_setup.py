@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from tests.support.auth_server import AuthServer
 from tests.support.certificates import make_certificates
 from tests.support.js_clients import JsClients
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.postgres_server import PostgresServer
 from tests.support.processes import ManagedProcess, http_ready, hub_command
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_sentinel import RedisSentinel
@@ -258,3 +260,57 @@ def _https_ok(url: str, context: ssl.SSLContext) -> bool:
             return bool(answer.status == 200)
     except OSError:
         return False
+
+
+# Soketi's PostgreSQL apps table as its documentation creates it: flags as 0/1 smallints, *_per_sec names.
+SOKETI_APPS_TABLE = """
+CREATE TABLE apps (
+    id varchar(255) PRIMARY KEY,
+    key varchar(255) NOT NULL,
+    secret varchar(255) NOT NULL,
+    max_connections integer NOT NULL,
+    enable_client_messages smallint NOT NULL,
+    enabled smallint NOT NULL,
+    max_backend_events_per_sec integer NOT NULL,
+    max_client_events_per_sec integer NOT NULL,
+    max_read_req_per_sec integer NOT NULL,
+    webhooks json,
+    max_presence_members_per_channel integer DEFAULT NULL,
+    max_presence_member_size_in_kb integer DEFAULT NULL,
+    max_channel_name_length integer DEFAULT NULL,
+    max_event_channels_at_once integer DEFAULT NULL,
+    max_event_name_length integer DEFAULT NULL,
+    max_event_payload_in_kb integer DEFAULT NULL,
+    max_event_batch_size integer DEFAULT NULL,
+    enable_user_authentication smallint NOT NULL
+)
+"""
+
+
+async def test_soketis_postgres_app_manager_serves_the_apps_of_its_table(js: JsClients, auth: AuthServer) -> None:
+    with PostgresServer() as database:
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            conn.execute(SOKETI_APPS_TABLE)
+            conn.execute(
+                "INSERT INTO apps VALUES (%s, %s, %s, -1, 1, 1, -1, -1, -1, '[]', NULL, NULL, NULL, NULL, NULL, NULL,"
+                " NULL, 0)",
+                (APP_ID, APP_KEY, APP_SECRET),
+            )
+        connection = {"host": LOOPBACK, "port": database.port, "user": "hub", "password": "", "database": "postgres"}
+        config = write_soketi_json(
+            {"port": 6001, "appManager": {"driver": "postgres"}, "database": {"postgres": connection}}
+        )
+        port = free_port()
+        deployment = SoketiDeployment([port], port)
+        try:
+            deployment.processes.append(start_from_soketi("serve", config, port))
+            channel = f"private-chat.{random.randrange(1, 10**9)}.1"
+            await js.connect("flutter", port=port, key=APP_KEY, auth_url=auth.channel_auth_url)
+            await js.subscribe("flutter", channel)
+
+            assert await broadcast(deployment, channel, "message.sent", {"body": "from the table"}, "1.1") == 200
+
+            record = await js.wait_for("flutter", source="channel", channel=channel, event="message.sent")
+            assert record.data == {"body": "from the table"}
+        finally:
+            deployment.close()

@@ -349,6 +349,7 @@ def test_options_hub_does_not_apply_are_named_with_why(tmp_path: Path) -> None:
     ("doc", "words"),
     [
         ({"appManager.driver": "mysql"}, ["appManager.driver", "mysql", "MySQL"]),
+        ({"appManager.driver": "redis"}, ["appManager.driver", "redis", "app manager"]),
         ({"appManager": {"driver": "dynamodb"}}, ["appManager.driver", "dynamodb"]),
         ({"adapter.driver": "nats"}, ["adapter.driver", "nats"]),
         ({"adapter.driver": "cluster"}, ["adapter.driver", "cluster"]),
@@ -451,6 +452,7 @@ def test_printed_hub_setup_means_the_same_as_the_soketi_config(tmp_path: Path) -
     soketi = parse_settings(["ws", "--soketi-config", write(tmp_path, "soketi.json", NESTED)], {})
     assert soketi.soketi is not None
     apps_json, command, not_applied = hub_setup(soketi.soketi, str(tmp_path / "apps.json"))
+    assert apps_json is not None
     (tmp_path / "apps.json").write_text(apps_json)
 
     argv = command.split()
@@ -537,3 +539,37 @@ def test_with_a_config_file_soketi_lines_of_the_working_directorys_dotenv_count_
     assert [app.key for app in load_apps(settings, {})] == ["local-key"]
     # Without a config file hub reads no .env: a Laravel project's file must not change a plain `hub serve`.
     assert parse_settings(["serve"], {}).soketi is None
+
+
+def test_the_postgres_app_manager_is_hubs_postgres_app_store_on_database_postgres(tmp_path: Path) -> None:
+    doc = {
+        "appManager": {"driver": "postgres", "postgres": {"table": "soketi_apps", "version": "13.3"}},
+        "database": {
+            "postgres": {"host": "db.test", "port": 5433, "user": "soketi", "password": "p@ss", "database": "rt"}
+        },
+    }
+    settings = parse_settings(["serve", "--soketi-config", write(tmp_path, "s.json", doc)], {})
+    assert settings.app_store == "postgres"
+    assert settings.postgres_url == "postgresql://soketi:p%40ss@db.test:5433/rt"
+    assert settings.postgres_table == "soketi_apps"
+    assert settings.soketi is not None
+    assert [i.split(" (")[0] for i in settings.soketi.not_applied] == ["appManager.postgres.version"]
+
+
+def test_the_postgres_app_manager_takes_soketis_connection_defaults() -> None:
+    translation = translate({"appManager.driver": "postgres"}, {})
+    assert translation.options["postgres_url"] == "postgresql://postgres:password@127.0.0.1:5432/main"
+    assert "postgres_table" not in translation.options  # hub's default is Soketi's: apps
+
+
+def test_postgres_settings_without_the_postgres_app_manager_are_named_not_applied() -> None:
+    translation = translate({"database.postgres.host": "db", "appManager.postgres.table": "t"}, {})
+    assert "postgres_url" not in translation.options
+    named = {i.split(" (")[0] for i in translation.not_applied}
+    assert named == {"database.postgres.host", "appManager.postgres.table"}
+
+
+def test_soketi_config_prints_no_apps_file_for_apps_kept_in_postgres() -> None:
+    translation = translate({"appManager.driver": "postgres"}, {})
+    apps, command, _ = hub_setup(translation)
+    assert apps is None and "--apps-file" not in command and "--app-store postgres" in command
