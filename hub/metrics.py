@@ -208,6 +208,15 @@ class Metrics:
             registry=r,
         )
         self.webhook_queue_depth = Gauge("hub_webhook_queue_depth", "Webhooks waiting for delivery.", registry=r)
+        self.console_streams = Gauge(
+            "hub_console_streams", "Console debug streams open on this node.", ["app_id"], registry=r
+        )
+        self.console_not_shown = Counter(
+            "hub_console_events_not_shown_total",
+            "Tapped events this node did not send to console streams: over --console-max-events.",
+            ["app_id"],
+            registry=r,
+        )
         self.webhook_queue_oldest_age_seconds = Gauge(
             "hub_webhook_queue_oldest_age_seconds", "Age of the oldest webhook waiting for delivery.", registry=r
         )

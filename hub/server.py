@@ -128,7 +128,7 @@ class Node:
         # Empty until start() loads it; every part below keeps this one registry, which the store updates.
         self.apps = apps = self.store.apps
         self.broker, self.state = self.backends.broker, self.backends.state
-        self.tap = Tap(settings.node_id, settings.console_max_events)
+        self.tap = Tap(settings.node_id, settings.console_max_events, metrics=self.metrics)
         self.tap.attach_broker(self.broker)
         self.webhooks = Webhooks(
             self.backends.webhook_queue,

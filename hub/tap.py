@@ -26,6 +26,7 @@ import structlog
 
 from hub.broker.base import CONSOLE_CHANNEL, Broker, BrokerUnavailable
 from hub.broker.envelope import Envelope, Kind
+from hub.metrics import Metrics
 from hub.protocol.messages import dumps
 
 log = structlog.get_logger("hub.tap")
@@ -44,8 +45,15 @@ TapSink = Callable[[list[TapEvent], int], None]
 class Tap:
     """This node's end of the console streams: taps events, and feeds its own open streams."""
 
-    def __init__(self, node_id: str, rate: int = 200, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        rate: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.node_id = node_id
+        self._metrics = metrics
         self.rate = rate
         self._clock = clock
         self._broker: Broker | None = None
@@ -92,6 +100,8 @@ class Tap:
         pending, self._pending = self._pending, {}
         dropped, self._dropped = self._dropped, {}
         for app_id in pending.keys() | dropped.keys():
+            if self._metrics is not None and app_id in dropped:
+                self._metrics.console_not_shown.labels(app_id).inc(dropped[app_id])
             data = {"events": pending.get(app_id, []), "dropped": dropped.get(app_id, 0)}
             envelope = Envelope(
                 Kind.CONSOLE_EVENTS,
@@ -136,6 +146,8 @@ class Tap:
         """Open a stream of the app's events on this node; events tapped after this returns reach ``sink``."""
         first = app_id not in self._sinks
         self._sinks.setdefault(app_id, set()).add(sink)
+        if self._metrics is not None:
+            self._metrics.console_streams.labels(app_id).inc()
         if first and self._broker is not None:
             await self._broker.subscribe(app_id, CONSOLE_CHANNEL)
         await self._announce(app_id)
@@ -145,6 +157,8 @@ class Tap:
         sinks = self._sinks.get(app_id)
         if sinks is None:
             return
+        if sink in sinks and self._metrics is not None:
+            self._metrics.console_streams.labels(app_id).dec()
         sinks.discard(sink)
         if not sinks:
             del self._sinks[app_id]

@@ -204,10 +204,13 @@ async function showApps() {
   await poll(async () => {
     const [apps, cluster] = await Promise.all([api('/api/apps'), api('/api/cluster')]);
     state.apps = apps.apps;
+    // Editing goes through the apps endpoints; a read-only store (the apps file) answers writes with 405.
+    const writable = apps.writable === true;
+    $('apps-store').textContent = apps.store ? `App store: ${apps.store}${writable ? '' : ' (read-only)'}` : '';
     fill($('apps'), state.apps.map((a) => {
       const figures = cluster.apps[a.id] || {};
-      const edit = el('button', 'Edit', 'link');
-      edit.addEventListener('click', () => editApp(a));
+      const edit = writable ? el('button', 'Edit', 'link') : el('span', '', 'muted');
+      if (writable) edit.addEventListener('click', () => editApp(a));
       const open = el('a', a.id);
       open.href = `#/apps/${encodeURIComponent(a.id)}/debug`;
       return row([open, a.key, a.enabled ? 'yes' : 'no', a.enable_client_messages ? 'yes' : 'no',
