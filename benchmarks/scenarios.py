@@ -319,9 +319,16 @@ async def connect_clients(result: Result, topology: Topology, workers: WorkerSet
     """Connect and subscribe every client; record counts and the WebSocket nodes' RSS growth per connection."""
     before = topology.ws_rss_bytes()
     tcp_before = tcp_counters()
+    ws_cpu_before = topology.ws_cpu_seconds()
     started = time.perf_counter()
     failures = await workers.connect(specs)
-    result.extra["connect_seconds"] = round(time.perf_counter() - started, 2)
+    elapsed = time.perf_counter() - started
+    result.extra["connect_seconds"] = round(elapsed, 2)
+    result.extra["connects_per_s"] = round((len(specs) - failures) / max(elapsed, 1e-9), 1)
+    # What a connect-and-subscribe costs the ws nodes, whatever the machine's other load did to the wall time.
+    result.extra["ws_cpu_ms_per_connect"] = round(
+        1000 * (topology.ws_cpu_seconds() - ws_cpu_before) / max(len(specs) - failures, 1), 3
+    )
     result.extra["connect_tcp_counters"] = counters_delta(tcp_before, tcp_counters())
     result.connections = len(specs) - failures
     result.connect_failures = failures
