@@ -33,6 +33,7 @@ from hub.webhooks.queue import MemoryWebhookQueue, WebhookQueue
 from hub.webhooks.sender import WebhookSender
 from hub.ws.app_changes import apply_app_changes
 from hub.ws.context import NodeContext
+from hub.ws.front_door import FrontDoor
 from hub.ws.liveness import run_liveness
 from hub.ws.maintenance import run_maintenance
 from hub.ws.node import WsNode
@@ -150,6 +151,7 @@ class Node:
         self.ws: WsNode | None = None
         self.draining = False
         self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribing: set[asyncio.Task[None]] = set()
         if settings.role.websocket:
@@ -233,7 +235,7 @@ class Node:
         await self.state.start()
         handler = self.ws.on_envelope if self.ws is not None else self.tap.receive
         await self.broker.start(handler, [app.id for app in self.apps])
-        await self._listen(self.application(), s.host, s.port)
+        await self._listen(self.application(), s.host, s.port, front_door=self.ws)
         if s.metrics_port:
             metrics_app = web.Application()
             metrics_app.router.add_get("/metrics", self._metrics)
@@ -298,14 +300,28 @@ class Node:
 
         return NodeReporter(self.settings.node_id, self.settings.role.value, self.metrics, lambda: self.ready, redis)
 
-    async def _listen(self, app: web.Application, host: str, port: int) -> None:
+    async def _listen(self, app: web.Application, host: str, port: int, *, front_door: WsNode | None = None) -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
+        self._runners.append(runner)
         # aiohttp's default accept queue (128) overflows when thousands of clients reconnect at once: the
         # storm benchmark measured 10,800 overflows and SYN retries of 1-3 s with it, none with 4096.
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG, ssl_context=self.tls)
-        await site.start()
-        self._runners.append(runner)
+        if front_door is None:
+            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG, ssl_context=self.tls)
+            await site.start()
+            return
+        # WebSocket upgrades are answered before aiohttp sees the connection; the rest is aiohttp's.
+        aiohttp_server = runner.server
+        assert aiohttp_server is not None
+        server = await asyncio.get_running_loop().create_server(
+            lambda: FrontDoor(front_door, aiohttp_server),
+            host,
+            port,
+            reuse_address=True,
+            backlog=LISTEN_BACKLOG,
+            ssl=self.tls,
+        )
+        self._servers.append(server)
 
     def reload_tls(self) -> None:
         """Re-read the TLS files (SIGHUP): new handshakes get the new certificate, open connections stay."""
@@ -341,6 +357,9 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

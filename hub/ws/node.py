@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import Counter
 
 from hub.apps import App, AppRegistry
@@ -31,7 +32,7 @@ from hub.ws.deflate import Deflater
 from hub.ws.fanout import Fanout
 from hub.ws.frame_parser import ProtocolViolation
 from hub.ws.frames import close_frame, text_frame
-from hub.ws.handshake import HandshakeError, accept
+from hub.ws.handshake import Handshake, HandshakeError, accept
 from hub.ws.signin import signin, signout
 from hub.ws.upgrade import Detached, Refused, take_over
 from hub.ws.watchlist import Watchlists
@@ -40,6 +41,7 @@ log = structlog.get_logger("hub.ws")
 
 SUPPORTED_PROTOCOLS = range(5, 8)
 Handler = Callable[[Connection, ClientMessage], Awaitable[None]]
+RequestHeaders = CIMultiDictProxy[str] | CIMultiDict[str]
 # A client's queued messages beyond this stop its reads until the queue is back down.
 INBOX_PAUSE, INBOX_RESUME = 64, 16
 # After this many admissions the objects alive so far move to the garbage collector's permanent generation.
@@ -92,74 +94,97 @@ class WsNode:
 
     # -- connection lifecycle ----------------------------------------------------------------
 
-    def _refusal(self, request: web.Request) -> tuple[App | None, PusherError | None]:
+    def _refusal(self, key: str, protocol: str | None) -> tuple[App | None, PusherError | None]:
         """The connection checks in Pusher's order (after draining, answered before the upgrade)."""
-        key = request.match_info.get("key", "")
         app = self.apps.by_key(key)
         if app is None:
             return None, PusherError(CloseCode.APP_NOT_FOUND, f"App key {key} does not exist.", True)
         if not app.enabled:
             return app, PusherError(CloseCode.APP_DISABLED, "The app is not enabled.", True)
-        raw = request.query.get("protocol")
         # A missing protocol is taken as 7: some hand-written clients omit it (a documented deviation).
-        if raw is not None:
+        if protocol is not None:
             try:
-                version = int(raw)
+                version = int(protocol)
             except ValueError:
                 version = -1
             if version not in SUPPORTED_PROTOCOLS:
-                return app, PusherError(CloseCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {raw}.", True)
+                return app, PusherError(
+                    CloseCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}.", True
+                )
         return app, None
 
+    def handshake(self, headers: RequestHeaders) -> Handshake:
+        """Check an upgrade request's headers (``HandshakeError`` when it is not one we accept)."""
+        return accept(
+            headers.get(hdrs.UPGRADE),
+            headers.get(hdrs.CONNECTION),
+            headers.get(hdrs.SEC_WEBSOCKET_VERSION),
+            headers.get(hdrs.SEC_WEBSOCKET_KEY),
+            headers.getall(hdrs.SEC_WEBSOCKET_EXTENSIONS, ()),
+            compression=self._deflater is not None,
+        )
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The ``/app/{key}`` WebSocket endpoint: answer the handshake, then hand the socket to a Connection."""
-        settings = self.ctx.settings
+        """The ``/app/{key}`` WebSocket endpoint when aiohttp has the connection (see ``hub/ws/front_door.py``)."""
         if self.draining:
             # Refuse the upgrade itself: a load balancer retries a 503 on another node, whereas an accepted
             # socket closed with 4200 makes pusher-js reconnect at once, often to this same node.
             self.ctx.metrics.connection_errors.labels("503").inc()
             return web.json_response({"error": "Server is shutting down; reconnect shortly.", "code": 503}, status=503)
-        headers = request.headers
         try:
-            handshake = accept(
-                headers.get(hdrs.UPGRADE),
-                headers.get(hdrs.CONNECTION),
-                headers.get(hdrs.SEC_WEBSOCKET_VERSION),
-                headers.get(hdrs.SEC_WEBSOCKET_KEY),
-                headers.getall(hdrs.SEC_WEBSOCKET_EXTENSIONS, ()),
-                compression=self._deflater is not None,
-            )
+            handshake = self.handshake(request.headers)
         except HandshakeError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
-        if request.transport is None:
-            return Detached()
-        app, refusal = self._refusal(request)
+        if request.transport is not None:
+            self.open_socket(
+                request.match_info.get("key", ""),
+                request.query.get("protocol"),
+                handshake,
+                request.transport,
+                lambda protocol: take_over(request, protocol, handshake.response),
+            )
+        return Detached()
+
+    def open_socket(
+        self,
+        key: str,
+        protocol: str | None,
+        handshake: Handshake,
+        transport: asyncio.Transport,
+        adopt: Callable[[asyncio.Protocol], object],
+    ) -> Connection | None:
+        """After an accepted handshake: ``adopt`` gives the transport to our protocol and sends the 101.
+
+        Then either a refusal (pusher:error and close) or a Connection whose task admits it.
+        """
+        app, refusal = self._refusal(key, protocol)
         if refusal is not None or app is None:
             assert refusal is not None
-            self._refuse(request, handshake.response, refusal)
-            return Detached()
+            self.ctx.metrics.connection_errors.labels(str(refusal.code)).inc()
+            refused = Refused()
+            adopt(refused)
+            refused.start(
+                transport,
+                text_frame(messages.error_frame(refusal).encode()) + close_frame(refusal.code, refusal.message[:120]),
+            )
+            return None
+        settings = self.ctx.settings
         conn = Connection(
             new_socket_id(),
             app,
-            request.transport,
+            transport,
             self,
             send_limit=settings.max_send_buffer_kb * 1024,
             max_message=settings.max_message_kb * 1024,
             deflater=self._deflater if handshake.deflate else None,
             sent=self._sent_counters(app.id),
         )
-        take_over(request, conn, handshake.response)
+        adopt(conn)
         # Admission (the connection quota) is the first job of the socket's task; frames that arrive
         # meanwhile wait in its inbox.
         conn.inbox = []
         self._spawn(self._run(conn))
-        return Detached()
-
-    def _refuse(self, request: web.Request, response_head: bytes, refusal: PusherError) -> None:
-        self.ctx.metrics.connection_errors.labels(str(refusal.code)).inc()
-        frames = text_frame(messages.error_frame(refusal).encode()) + close_frame(refusal.code, refusal.message[:120])
-        refused = Refused()
-        refused.start(take_over(request, refused, response_head), frames)
+        return conn
 
     def _sent_counters(self, app_id: str) -> tuple[Counter, Counter]:
         counters = self._sent.get(app_id)
