@@ -314,7 +314,7 @@ class Node:
         aiohttp_server = runner.server
         assert aiohttp_server is not None
         server = await asyncio.get_running_loop().create_server(
-            lambda: FrontDoor(front_door, aiohttp_server),
+            lambda: FrontDoor(front_door, aiohttp_server, self.settings.path_prefix),
             host,
             port,
             reuse_address=True,

@@ -1,6 +1,6 @@
 """The first protocol of every connection to a port that serves WebSockets.
 
-A connection whose first request is a plain ``GET /app/{key}`` WebSocket upgrade is answered here and
+A connection whose first request is a plain ``GET [--path-prefix]/app/{key}`` WebSocket upgrade is answered here and
 handed straight to a ``Connection``: no aiohttp request handler, request object, middleware chain or
 task is built for it, which is about a third of what a reconnecting client costs the node
 (benchmarks/README.md, "Reconnect storm"). Everything else (the HTTP API, health, metrics, a draining
@@ -24,17 +24,17 @@ from hub.ws.node import WsNode
 MAX_HEAD_BYTES = 8192
 # A connection that has not sent a whole request by then is left to aiohttp's own timeouts.
 HAND_OFF_SECONDS = 10.0
-_PREFIX = b"GET /app/"
 
 
 class FrontDoor(asyncio.Protocol):
     """Reads the first request's head; answers a WebSocket upgrade or hands the connection to aiohttp."""
 
-    __slots__ = ("_aiohttp", "_buf", "_node", "_timer", "transport")
+    __slots__ = ("_aiohttp", "_buf", "_node", "_path", "_timer", "transport")
 
-    def __init__(self, node: WsNode, aiohttp_factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, node: WsNode, aiohttp_factory: Callable[[], asyncio.Protocol], path_prefix: str = "") -> None:
         self._node = node
         self._aiohttp = aiohttp_factory
+        self._path = f"{path_prefix}/app/"
         self._buf = b""
         self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
@@ -48,7 +48,8 @@ class FrontDoor(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Wait for the whole head of the first request, then decide."""
         buf = self._buf + data
-        if not buf.startswith(_PREFIX[: len(buf)]):
+        start = b"GET " + self._path.encode()
+        if not buf.startswith(start[: len(buf)]):
             self._hand_off(buf)
             return
         end = buf.find(b"\r\n\r\n")
@@ -81,7 +82,9 @@ class FrontDoor(asyncio.Protocol):
         if len(parts) != 3 or parts[2] != "HTTP/1.1":
             return False
         path, _, query = parts[1].partition("?")
-        key = path[len("/app/") :]
+        if not path.startswith(self._path):
+            return False
+        key = path[len(self._path) :]
         if not key or "/" in key or "%" in key:
             return False
         headers: CIMultiDict[str] = CIMultiDict()

@@ -94,3 +94,19 @@ async def test_anything_but_a_plain_upgrade_gets_aiohttps_answer(served: Served,
     received = await asyncio.to_thread(exchange, served.port, request_bytes, until=b"\r\n\r\n")
     assert received.startswith(b"HTTP/1.") and b" 400 " in received.split(b"\r\n", 1)[0]
     assert b"Server: " in received
+
+
+@pytest.fixture(scope="module")
+def served_prefixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    running = start_served(Path(tmp_path_factory.mktemp("door-prefix")), "--path-prefix", "/ws")
+    try:
+        yield running
+    finally:
+        running.process.close()
+
+
+async def test_the_front_door_answers_upgrades_under_the_path_prefix(served_prefixed: Served) -> None:
+    upgrade = UPGRADE.replace(b"GET /app/", b"GET /ws/app/")
+    received = await asyncio.to_thread(exchange, served_prefixed.port, upgrade, until=b"connection_established")
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert b"Server: " not in received.split(b"\r\n\r\n", 1)[0]
