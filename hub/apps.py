@@ -28,6 +28,14 @@ class ConfigError(Exception):
     """A configuration that cannot be served; the message is one line naming the problem."""
 
 
+class AppFieldError(ConfigError):
+    """An app entry that does not validate; ``field`` is the key at fault (the admin API's 400 names it)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True, slots=True)
 class Webhook:
     """A webhook target, the event types it receives and the channels it is about (Soketi's ``filter``)."""
@@ -172,23 +180,33 @@ def app_from_mapping(raw: Mapping[str, Any], position: int = 0) -> App:
         if isinstance(value, int) and not isinstance(value, bool) and required == "id":
             entry["id"] = value = str(value)
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"app {label}: {required} is required and must be a non-empty string")
+            raise AppFieldError(f"app {label}: {required} is required and must be a non-empty string", required)
     app_args: dict[str, Any] = {}
     limit_args: dict[str, Any] = {}
     for key, value in entry.items():
-        if key == "webhooks":
-            if not isinstance(value, list):
-                raise ConfigError(f"app {label}: webhooks must be a list")
-            app_args["webhooks"] = tuple(_parse_webhook(label, w) for w in value)
-        elif key in _APP_FIELDS:
-            if value is None and key == "encryption_master_key_base64":
-                continue
-            app_args[key] = _check_type(label, key, value, _TYPES[key])
-        elif key in _LIMIT_FIELDS:
-            limit_args[key] = _check_type(label, key, value, int)
-        else:
-            raise ConfigError(f"app {label}: unknown key {key!r}")
+        try:
+            _read_field(label, key, value, app_args, limit_args)
+        except AppFieldError:
+            raise
+        except ConfigError as exc:
+            raise AppFieldError(str(exc), key) from None
     return App(**app_args, limits=Limits(**limit_args))
+
+
+def _read_field(label: str, key: str, value: Any, app_args: dict[str, Any], limit_args: dict[str, Any]) -> None:
+    """Check one entry key and file its value under the App or Limits arguments."""
+    if key == "webhooks":
+        if not isinstance(value, list):
+            raise ConfigError(f"app {label}: webhooks must be a list")
+        app_args["webhooks"] = tuple(_parse_webhook(label, w) for w in value)
+    elif key in _APP_FIELDS:
+        if value is None and key == "encryption_master_key_base64":
+            return
+        app_args[key] = _check_type(label, key, value, _TYPES[key])
+    elif key in _LIMIT_FIELDS:
+        limit_args[key] = _check_type(label, key, value, int)
+    else:
+        raise ConfigError(f"app {label}: unknown key {key!r}")
 
 
 def app_to_mapping(app: App) -> dict[str, Any]:
@@ -197,9 +215,19 @@ def app_to_mapping(app: App) -> dict[str, Any]:
     if app.encryption_master_key_base64 is not None:
         out["encryption_master_key_base64"] = app.encryption_master_key_base64
     out.update({name: getattr(app.limits, name) for name in sorted(_LIMIT_FIELDS)})
-    out["webhooks"] = [
-        {"url": w.url, "event_types": sorted(w.event_types), "headers": dict(w.headers)} for w in app.webhooks
-    ]
+    out["webhooks"] = [_webhook_to_mapping(w) for w in app.webhooks]
+    return out
+
+
+def _webhook_to_mapping(webhook: Webhook) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "url": webhook.url,
+        "event_types": sorted(webhook.event_types),
+        "headers": dict(webhook.headers),
+    }
+    found = {key: getattr(webhook, name) for key, name in _FILTER_KEYS.items() if getattr(webhook, name)}
+    if found:
+        out["filter"] = found
     return out
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
+from hub import apps_cli
 from hub.apps import AppRegistry, ConfigError
 from hub.config import Settings, parse_settings, unknown_variables
 from hub.logging import configure_logging
@@ -113,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args[:1] == ["soketi-config"]:
             return print_soketi_setup(args[1:], env)
+        if args[:1] == ["apps"]:
+            return apps_cli.main(args[1:], env)
         settings = parse_settings(args, env)
     except ConfigError as exc:
         print(f"hub: configuration error: {exc}", file=sys.stderr)

@@ -252,6 +252,8 @@ def build_parser(env: Mapping[str, str], soketi: Mapping[str, Any] | None = None
     }
     converter = sub.add_parser("soketi-config", help="Print the hub apps file and flags of a Soketi config.json.")
     converter.add_argument("path", help="Soketi config file (its SOKETI_* variables are read too)")
+    # Listed for `hub --help`; `hub apps ...` is parsed by hub.apps_cli.
+    sub.add_parser("apps", help="List, add, change, disable or remove apps through the admin API (hub apps -h).")
     for role in Role:
         p = sub.add_parser(role.value, help=helps[role])
         for option in OPTIONS:

@@ -76,18 +76,23 @@ PUBLIC_PREFIXES = web.AppKey("admin_public_prefixes", list[str])
 class AdminError(Exception):
     """An admin request that cannot be served: HTTP status, message and, for a 400, the field at fault."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, field: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers or {}
 
     def response(self) -> web.Response:
         """The JSON answer."""
         body: dict[str, Any] = {"error": self.message, "code": self.status}
         if self.field is not None:
             body["field"] = self.field
-        headers = {"WWW-Authenticate": 'Bearer realm="hub-admin"'} if self.status == 401 else None
+        headers = dict(self.headers)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="hub-admin"'
         return web.json_response(body, status=self.status, headers=headers)
 
 

@@ -125,3 +125,19 @@ async def test_unknown_app_is_a_json_404(client: Client) -> None:
     response = await client.get("/api/apps/nope", headers=AUTH)
     assert response.status == 404
     assert (await response.json())["code"] == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/api/apps"), ("PATCH", "/api/apps/1"), ("DELETE", "/api/apps/1"), ("POST", "/api/apps/1/disable")],
+)
+async def test_writes_to_a_read_only_store_are_405_allowing_get(client: Client, method: str, path: str) -> None:
+    response = await client.request(method, path, json={"enabled": False}, headers=AUTH)
+    assert response.status == 405
+    assert response.headers["Allow"] == "GET"
+    assert "read-only" in (await response.json())["error"]
+
+
+async def test_list_says_which_store_serves_the_apps(client: Client) -> None:
+    body = await (await client.get("/api/apps", headers=AUTH)).json()
+    assert (body["store"], body["writable"]) == ("env", False)
