@@ -44,8 +44,6 @@ Handler = Callable[[Connection, ClientMessage], Awaitable[None]]
 RequestHeaders = CIMultiDictProxy[str] | CIMultiDict[str]
 # A client's queued messages beyond this stop its reads until the queue is back down.
 INBOX_PAUSE, INBOX_RESUME = 64, 16
-# After this many admissions the objects alive so far move to the garbage collector's permanent generation.
-FREEZE_EVERY = 1000
 
 
 class WsNode:
@@ -71,8 +69,7 @@ class WsNode:
         self._sent: dict[str, tuple[Counter, Counter]] = {}
         self._received: dict[str, tuple[Counter, Counter]] = {}
         self._all_closed = asyncio.Event()
-        # The first admission freezes everything start-up allocated (modules, the app, the routes).
-        self._unfrozen = FREEZE_EVERY
+        self._frozen = False
 
     # -- broker side -------------------------------------------------------------------------
 
@@ -225,8 +222,7 @@ class WsNode:
             return False
         conn.admitted = True
         self.connections[conn.socket_id] = conn
-        self._unfrozen += 1
-        if self._unfrozen >= FREEZE_EVERY:
+        if not self._frozen:
             self._freeze()
         self._all_closed.clear()
         metrics = self.ctx.metrics
@@ -240,16 +236,15 @@ class WsNode:
         return True
 
     def _freeze(self) -> None:
-        """Keep long-lived objects out of full collections.
+        """Keep start-up's objects (modules, the app, the routes) out of every later full collection.
 
-        A full collection walks every tracked object; with start-up's objects and thousands of sockets that
-        is 100+ ms, and a connection burst triggers several (benchmarks/README.md, "Reconnect storm"). Frozen
-        objects are still freed by reference counting when a socket goes (no cycle keeps a closed
-        Connection alive); only cyclic garbage alive at the moment of a freeze would stay, which is why
-        the young generations are collected first.
+        A full collection walks every tracked object; start-up's are most of them, and a connection burst
+        triggers several (benchmarks/README.md, "Reconnect storm"). Only once, at the first admission:
+        freezing live sockets would leak them, since a closed asyncio transport is freed by the cycle
+        collector (it refers to itself through its read callback), which never visits frozen objects.
         """
-        self._unfrozen = 0
-        gc.collect(1)
+        self._frozen = True
+        gc.collect()
         gc.freeze()
 
     async def _run(self, conn: Connection) -> None:
