@@ -36,7 +36,8 @@ from hub.metrics import Metrics
 log = structlog.get_logger("hub.appstore.postgres")
 
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-RECONNECT_SECONDS = 0.5
+# Waits between reconnection attempts: doubling from the first to the last.
+RECONNECT_SECONDS = (0.5, 5.0)
 # After a notification, wait this long for more before reloading once for all of them.
 BURST_SECONDS = 0.01
 CONNECT_TIMEOUT = 5
@@ -205,12 +206,14 @@ class PostgresAppStore(AppStore):
     async def _follow(self) -> None:
         """LISTEN for changes and reload on each burst of them; after a lost connection, reconnect and reload."""
         listen = sql.SQL("LISTEN {}").format(sql.Identifier(notify_channel(self._table)))
+        backoff = RECONNECT_SECONDS[0]
         while True:
             conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
             try:
                 conn = await self._connect()
                 await conn.execute(listen)
                 await self.reload()  # changes made while we were not listening
+                backoff = RECONNECT_SECONDS[0]
                 while True:
                     first = [n async for n in conn.notifies(timeout=self._reload_seconds, stop_after=1)]
                     if not first:
@@ -220,7 +223,8 @@ class PostgresAppStore(AppStore):
                     await self.reload()
             except psycopg.Error as exc:
                 log.warning("app_store_listen_lost", store=self.name, error=str(exc))
-                await asyncio.sleep(RECONNECT_SECONDS)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_SECONDS[1])
             finally:
                 if conn is not None:
                     with contextlib.suppress(psycopg.Error):

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -190,6 +190,15 @@ async def eventually(condition: Callable[[], bool], within: float, what: str) ->
             pytest.fail(f"{what} not within {within} s")
         await asyncio.sleep(0.005)
     return time.monotonic() - started
+
+
+async def eventually_async(read: Callable[[], Awaitable[int]], want: int, what: str) -> None:
+    """Wait until ``await read()`` returns ``want``; fail after 2 s."""
+    started = time.monotonic()
+    while await read() != want:
+        if time.monotonic() - started > 2.0:
+            pytest.fail(f"{what} not within 2 s")
+        await asyncio.sleep(0.01)
 
 
 def _secret(app: App | None) -> str | None:
@@ -384,3 +393,39 @@ async def test_an_app_round_trips_every_field(writable: Source) -> None:
     await writer.create(full)
     node = await writable.node()
     assert node.apps.by_id("9") == full
+
+
+# --- Redis only -----------------------------------------------------------------------------------------------
+
+
+async def test_redis_that_lost_its_data_gets_the_apps_back_from_the_nodes(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    source = await _source("redis", request, tmp_path)
+    try:
+        await seeded(source, APP_1, APP_2)
+        metrics = Metrics()
+        node = await source.node(metrics)
+        await source.clients[0].flushall()  # a restart without persistence looks the same
+        assert not await node.reload()
+        assert node.apps.by_id("1") == APP_1 and node.apps.by_id("2") == APP_2
+        assert _errors(metrics, "redis") >= 1
+        client, data_key = source.clients[0], f"{{{source.prefix}:apps}}:data"
+        await eventually_async(lambda: client.hlen(data_key), 2, "the apps written back")
+        fresh = await source.node()  # a node started afterwards serves them too
+        assert fresh.apps.by_id("1") == APP_1 and fresh.apps.by_id("2") == APP_2
+        assert node.apps.by_id("1") == APP_1
+    finally:
+        await source.close()
+
+
+async def test_redis_store_keys_share_one_hash_tag(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    source = await _source("redis", request, tmp_path)
+    try:
+        writer = await source.writer()
+        await writer.create(APP_1)
+        await writer.update(replace(APP_1, key="moved"))
+        keys = {k.decode() if isinstance(k, bytes) else k for k in await source.clients[0].keys(f"*{source.prefix}*")}
+        assert keys == {f"{{{source.prefix}:apps}}:{name}" for name in ("data", "keys", "written")}
+    finally:
+        await source.close()
