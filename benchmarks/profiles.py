@@ -12,6 +12,7 @@ from benchmarks.scenarios import (
     BroadcastParams,
     ChatParams,
     Common,
+    ConsoleParams,
     FailoverParams,
     IdleParams,
     IngestParams,
@@ -41,6 +42,7 @@ def smoke(topology: str) -> list[Run]:
         Run("idle", "idle", IdleParams(**small, connections=20, settle_seconds=0.5)),
         Run("storm", "storm", StormParams(**small, clients=20, timeout_seconds=20)),
         Run("ingest", "ingest", IngestParams(**small, seconds=1, processes=1, concurrency=4)),
+        Run("console", "console", ConsoleParams(**small, start_rate=20, max_rate=40, step_seconds=0.5)),
     ]
 
 
@@ -72,6 +74,29 @@ def full(topology: str) -> list[Run]:
         Run("idle", "idle", IdleParams(**base)),
         Run("storm", "storm", StormParams(**base)),
         Run("ingest", "ingest", IngestParams(**base)),
+        *console_runs(base),
+    ]
+
+
+def console_runs(base: dict[str, Any]) -> list[Run]:
+    """The debug console's stream under rising API publishes: at the default rate cap, and uncapped."""
+    return [
+        Run("console", "console", ConsoleParams(**base)),
+        Run("console-uncapped", "console", ConsoleParams(**base, hub_env="HUB_CONSOLE_MAX_EVENTS=1000000")),
+    ]
+
+
+def console(topology: str) -> list[Run]:
+    """``--profile console``: the console runs alone, plus the 2-node ramp with a stream open and without."""
+    base: dict[str, Any] = {"topology": topology}
+    return [
+        Run("ramp-2nodes", "ramp", RampParams(**base, ws_nodes=2, step_seconds=3, start_rate=40, factor=1.3)),
+        Run(
+            "ramp-2nodes-console",
+            "ramp",
+            RampParams(**base, ws_nodes=2, step_seconds=3, start_rate=40, factor=1.3, console_streams=1),
+        ),
+        *console_runs(base),
     ]
 
 
@@ -151,6 +176,7 @@ PROFILES: dict[str, Callable[[str], list[Run]]] = {
     "compression": compression,
     "redis": redis,
     "smoke-redis": smoke_redis,
+    "console": console,
 }
 
 

@@ -84,6 +84,22 @@ def markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
                 f"| {_fmt(s['max_ms'], 2)} | {_fmt(s['lost'])} | {_fmt(s['hub_cpu_s_per_1000'], 4)} "
                 f"| {_fmt((s['machine_busy'] or 0) * 100, 0)}% | {'yes' if s['passed'] else 'no'} |"
             )
+    for r in results:
+        console_steps = r.extra.get("console_steps")
+        if not console_steps:
+            continue
+        lines += [
+            "",
+            f"## {r.name}: console stream under rising API publishes",
+            "",
+            "| step | offered/s | published/s | shown/s | not shown/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for s in console_steps:
+            lines.append(
+                f"| {s['step']} | {_fmt(s['offered_per_s'])} | {_fmt(s['published_per_s'])} "
+                f"| {_fmt(s['shown_per_s'])} | {_fmt(s['not_shown_per_s'])} |"
+            )
     extras = []
     for r in results:
         if r.scenario == "storm":

@@ -113,6 +113,17 @@ class FailoverParams(Common):
 
 
 @dataclass
+class ConsoleParams(Common):
+    """One debug-console stream open while API publishes rise step by step: what the stream shows."""
+
+    console_streams: int = 1
+    start_rate: float = 50.0
+    factor: float = 2.0
+    max_rate: float = 3_200.0
+    step_seconds: float = 3.0
+
+
+@dataclass
 class IngestParams(Common):
     """Signed publishes as fast as one HTTP API node answers them."""
 
@@ -733,6 +744,53 @@ async def storm(params: StormParams, name: str = "storm") -> Result:
     return result
 
 
+async def console(params: ConsoleParams, name: str = "console") -> Result:
+    """API publishes at rising rates (nobody subscribed) with console streams open on ws node 0.
+
+    Each step reports the publishes the API answered per second and what the streams showed and were
+    told they did not show, per second: with the default ``--console-max-events`` the stream shows up to
+    that rate; with it raised (``hub_env=HUB_CONSOLE_MAX_EVENTS=...``) the step where "not shown" first
+    appears is what the stream itself carries.
+    """
+    result = _new_result(name, "console", params)
+    steps: list[dict[str, Any]] = []
+    async with running(params, workers=False) as (topology, _):
+        watch = ConsoleWatch(LOOPBACK, topology.ws_nodes[0].admin_port, APP_ID, max(1, params.console_streams))
+        await watch.start()
+        try:
+            async with Publisher(_api_url(topology), APP_ID, APP_KEY, APP_SECRET) as publisher:
+                rate, step = params.start_rate, 0
+                while rate <= params.max_rate:
+                    step += 1
+                    publisher.stats = type(publisher.stats)()
+                    watch.take()
+                    started = time.monotonic()
+                    await publisher.publish_paced(rate, params.step_seconds, lambda i: "bench-console", step=step)
+                    await asyncio.sleep(1.5)  # the last batches and the last "not shown" count
+                    elapsed = time.monotonic() - started - 1.5
+                    counts = watch.take()
+                    steps.append(
+                        {
+                            "step": step,
+                            "offered_per_s": round(rate, 1),
+                            "published_per_s": round(publisher.stats.ok / max(elapsed, 1e-9), 1),
+                            "shown_per_s": round(counts.shown / max(elapsed, 1e-9), 1),
+                            "not_shown_per_s": round(counts.not_shown / max(elapsed, 1e-9), 1),
+                        }
+                    )
+                    rate *= params.factor
+        finally:
+            await watch.stop()
+        topology.check_alive()
+    result.extra["console_steps"] = steps
+    dropping = [s for s in steps if s["not_shown_per_s"] > 0]
+    shown_before = [s["shown_per_s"] for s in steps if s["not_shown_per_s"] == 0]
+    result.extra["shown_per_s_before_dropping"] = max(shown_before) if shown_before else 0.0
+    result.extra["first_dropping_step"] = dropping[0]["step"] if dropping else None
+    result.deliveries_per_s = max((s["shown_per_s"] for s in steps), default=0.0)
+    return result
+
+
 async def ingest(params: IngestParams, name: str = "ingest") -> Result:
     """Signed ``POST /events`` as fast as one API node answers, from several publisher processes."""
     result = _new_result(name, "ingest", params)
@@ -975,5 +1033,6 @@ SCENARIOS: dict[str, tuple[type[Common], Runner]] = {
     "idle": (IdleParams, idle),
     "storm": (StormParams, storm),
     "ingest": (IngestParams, ingest),
+    "console": (ConsoleParams, console),
     "failover": (FailoverParams, failover),
 }

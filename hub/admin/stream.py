@@ -55,8 +55,10 @@ class ConsoleStream:
         self._matches = matches
         self._clock = clock
         self._queue: deque[TapEvent] = deque()
-        self._second = 0.0
-        self._in_second = 0
+        # A token bucket rather than fixed seconds: each node's tap sends its budget in bursts at the start
+        # of its own second, and two unaligned fixed windows in a row let through less than the rate.
+        self._tokens = float(rate)
+        self._refilled = clock()
         self.not_shown = 0
         self.shown = 0
         self._wake = asyncio.Event()
@@ -65,16 +67,16 @@ class ConsoleStream:
         """The tap's sink: take what fits, count the rest."""
         self.not_shown += dropped_at_source
         now = self._clock()
-        if now - self._second >= 1.0:
-            self._second, self._in_second = now, 0
+        self._tokens = min(float(self.rate), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
         for event in events:
             if not self._matches(event):
                 continue
             # The queue bound stops a browser that does not read from costing memory.
-            if self._in_second >= self.rate or len(self._queue) >= self.rate:
+            if self._tokens < 1.0 or len(self._queue) >= self.rate:
                 self.not_shown += 1
                 continue
-            self._in_second += 1
+            self._tokens -= 1.0
             self._queue.append(event)
         if self._queue or self.not_shown:
             self._wake.set()

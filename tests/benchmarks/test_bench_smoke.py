@@ -100,6 +100,7 @@ def test_every_scenario_completes_at_tiny_scale_and_reports_its_fields(topology:
     assert by_name["ramp"].extra["steps"]
     assert by_name["storm"].extra["clients_back"] == by_name["storm"].connections
     assert by_name["ingest"].received
+    assert [s["shown_per_s"] > 0 for s in by_name["console"].extra["console_steps"]] == [True, True]
     assert "| broadcast |" in (directory / "results.md").read_text()
     assert isinstance(gate_failures(results), list)
 
