@@ -134,7 +134,6 @@ class Node:
         self.webhooks = Webhooks(
             self.backends.webhook_queue,
             self.backends.coordination,
-            self.state,
             self.metrics,
             batch_seconds=settings.webhook_batch_ms / 1000,
             on_queued=lambda: self.sender.wake(),
@@ -143,7 +142,6 @@ class Node:
             self.backends.webhook_queue,
             apps,
             self.metrics,
-            confirm=self.webhooks.still_due,
             tap=self.tap,
             dead_letter_ttl=settings.webhook_dead_letter_ttl,
             window=settings.webhook_retry_window,

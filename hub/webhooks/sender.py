@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import structlog
@@ -36,12 +35,6 @@ PROBE_SECONDS = 2.0
 # How much of a failing receiver's answer is kept with the failure, for the console.
 ANSWER_CHARS = 300
 
-Confirm = Callable[[WebhookJob], Awaitable[bool]]
-
-
-async def _always(job: WebhookJob) -> bool:
-    return True
-
 
 def backoff(attempts: int) -> float:
     """Seconds before attempt ``attempts + 1``: 1, 2, 4, ... capped at a minute."""
@@ -61,11 +54,9 @@ class WebhookSender:
         concurrency: int = 16,
         window: float = RETRY_WINDOW_SECONDS,
         probe_seconds: float = PROBE_SECONDS,
-        confirm: Confirm = _always,
         tap: Tap | None = None,
         dead_letter_ttl: float = 0.0,
     ) -> None:
-        """``confirm`` is asked once, before a held job's first attempt, whether it is still to be sent."""
         self._queue = queue
         self._apps = apps
         self._metrics = metrics
@@ -78,7 +69,6 @@ class WebhookSender:
         self._failing: set[str] = set()
         self._probe = probe_seconds
         self._next_probe: dict[str, float] = {}
-        self._confirm = confirm
         self._tap = tap or Tap("")
         self._dead_letter_ttl = dead_letter_ttl
 
@@ -125,10 +115,6 @@ class WebhookSender:
         try:
             app = self._apps.by_id(job.app_id)
             if app is None:
-                await self._queue.ack(job)
-                return
-            if job.hold is not None and job.attempts == 0 and not await self._confirm(job):
-                log.info("webhook_hold_obsolete", app_id=job.app_id, url=job.url)
                 await self._queue.ack(job)
                 return
             error = await self._post(session, job, app.key, app.secret)

@@ -14,7 +14,6 @@ from typing import Any
 from hub.apps import app_from_mapping
 from hub.metrics import Metrics
 from hub.state.coordination import MemoryCoordination
-from hub.state.memory import MemoryClusterState
 from hub.webhooks.emitter import MAX_BATCH_EVENTS, Webhooks
 from hub.webhooks.queue import MemoryWebhookQueue
 
@@ -32,7 +31,7 @@ APP = app_from_mapping(
 
 
 def emitter(queue: MemoryWebhookQueue, batch_seconds: float) -> Webhooks:
-    return Webhooks(queue, MemoryCoordination(), MemoryClusterState("n1"), Metrics(), batch_seconds=batch_seconds)
+    return Webhooks(queue, MemoryCoordination(), Metrics(), batch_seconds=batch_seconds)
 
 
 async def queued(queue: MemoryWebhookQueue) -> list[tuple[str, list[dict[str, Any]]]]:
