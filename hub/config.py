@@ -148,6 +148,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("admin_port", int, 9602, "Port of the admin API; served only when an admin token is set; 0 disables."),
     Option("admin_token", str, None, "Bearer token of the admin API (prefer HUB_ADMIN_TOKEN or a token file)."),
     Option("admin_token_file", str, None, "File holding the admin token (e.g. a mounted Secret)."),
+    Option("max_pending_connections", int, 2048, "Connections still sending their request head, per port; more: 503."),
+    Option(
+        "http_request_timeout", float, 10.0, "Seconds a client may take to send a request head or an API body (408)."
+    ),
+    Option("max_api_connections", int, 1024, "Open HTTP API (non-WebSocket) connections per node; more: 503."),
+    Option("max_connects_per_ip", int, -1, "New WebSocket connections per second from one address (429); -1: off."),
+    Option("max_bad_signatures_per_second", int, 100, "401 answers per address per second before 429."),
+    Option("max_channels_per_socket", int, 1000, "Channels one socket may join; more: subscription_error."),
+    Option("max_client_kb_per_second", int, 256, "KB per second a socket may send before its reads are slowed."),
     Option("tls_cert", str, None, "PEM certificate: serve TLS (wss://, https://) on every port of this node."),
     Option("tls_key", str, None, "PEM private key of --tls-cert (default: read from the certificate file)."),
     Option("tls_ca", str, None, "PEM intermediate/CA chain sent after the certificate."),
@@ -202,6 +211,13 @@ class Settings:
     redis_replay_seconds: float = 60.0
     redis_replay_events: int = 500
     redis_publish_acks: int = -1
+    max_pending_connections: int = 2048
+    http_request_timeout: float = 10.0
+    max_api_connections: int = 1024
+    max_connects_per_ip: int = -1
+    max_bad_signatures_per_second: int = 100
+    max_channels_per_socket: int = 1000
+    max_client_kb_per_second: int = 256
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -302,6 +318,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise ConfigError("compression min bytes must not be negative")
     if args["activity_timeout"] <= 0:
         raise ConfigError("activity timeout must be positive")
+    if args["http_request_timeout"] <= 0:
+        raise ConfigError("the HTTP request timeout must be positive")
+    if args["max_pending_connections"] < 1 or args["max_api_connections"] < 1:
+        raise ConfigError("max pending connections and max API connections must be at least 1")
     if not args["tls_cert"] and (args["tls_key"] or args["tls_ca"]):
         raise ConfigError("--tls-key and --tls-ca need --tls-cert (HUB_TLS_CERT)")
     prefix = (args["path_prefix"] or "").rstrip("/")

@@ -6,6 +6,7 @@ Label sets stay bounded: ``app_id`` (apps are configured, not user-created), a f
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -38,6 +39,14 @@ LATENCY_BUCKETS = (
 )
 
 
+def _task_count() -> float:
+    """Tasks of the running loop; metrics are rendered inside it (0 when asked from outside a loop)."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0
+
+
 @dataclass
 class Metrics:
     """Every metric a node exports, registered in its own registry."""
@@ -48,6 +57,8 @@ class Metrics:
         r = self.registry
         ProcessCollector(namespace="hub", registry=r)
         PlatformCollector(registry=r)
+        self.asyncio_tasks = Gauge("hub_asyncio_tasks", "asyncio tasks alive in the node's event loop.", registry=r)
+        self.asyncio_tasks.set_function(_task_count)
         self.info = Gauge(
             "hub_node_info", "Constant 1, labelled with this node's id and role.", ["node_id", "role"], registry=r
         )
@@ -107,6 +118,12 @@ class Metrics:
             "hub_rate_limited_total",
             "Requests or client events refused by a rate limit.",
             ["app_id", "kind"],
+            registry=r,
+        )
+        self.limit_refusals = Counter(
+            "hub_limit_refusals_total",
+            "Connections, requests, subscriptions or reads refused or throttled by a node limit, by limit.",
+            ["limit"],
             registry=r,
         )
 

@@ -20,6 +20,8 @@ from hub.appstore.factory import make_app_store
 from hub.broker.base import CONTROL_CHANNEL, Broker
 from hub.broker.memory import MemoryBroker
 from hub.config import Settings
+from hub.guard.connections import ConnectionGuard, ConnectionLimits
+from hub.guard.middleware import RequestLimits, guard_middleware
 from hub.ingest.cors import cors_middleware
 from hub.ingest.node import IngestNode
 from hub.metrics import Metrics
@@ -165,6 +167,15 @@ class Node:
             else None
         )
         self.metrics.info.labels(settings.node_id, settings.role.value).set(1)
+        self.guard = ConnectionGuard(
+            ConnectionLimits(
+                settings.max_pending_connections,
+                settings.http_request_timeout,
+                settings.max_api_connections,
+                settings.max_connects_per_ip,
+            ),
+            self.metrics,
+        )
         # Built here, before anything listens, so unusable TLS files stop start-up with a ConfigError.
         self.tls = tls.server_context(settings.tls) if settings.tls is not None else None
 
@@ -175,10 +186,12 @@ class Node:
 
     def application(self) -> web.Application:
         """The main port's aiohttp application for this node's role."""
+        limits = RequestLimits(self.settings.http_request_timeout, self.settings.max_bad_signatures_per_second)
         cors = cors_middleware(self.settings.cors_origins)
+        middlewares = [json_errors, guard_middleware(self.guard, limits)]
         app = web.Application(
             client_max_size=self.settings.max_http_body_kb * 1024,
-            middlewares=[json_errors] if cors is None else [cors, json_errors],
+            middlewares=middlewares if cors is None else [cors, *middlewares],
         )
         app.router.add_get("/", self._health)
         app.router.add_get("/ready", self._readiness)
@@ -233,7 +246,7 @@ class Node:
         await self.state.start()
         handler = self.ws.on_envelope if self.ws is not None else self.tap.receive
         await self.broker.start(handler, [app.id for app in self.apps])
-        await self._listen(self.application(), s.host, s.port, front_door=self.ws)
+        await self._listen(self.application(), s.host, s.port, front_door=self.ws, guard=self.guard)
         if s.metrics_port:
             metrics_app = web.Application()
             metrics_app.router.add_get("/metrics", self._metrics)
@@ -298,26 +311,42 @@ class Node:
 
         return NodeReporter(self.settings.node_id, self.settings.role.value, self.metrics, lambda: self.ready, redis)
 
-    async def _listen(self, app: web.Application, host: str, port: int, *, front_door: WsNode | None = None) -> None:
+    async def _listen(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        front_door: WsNode | None = None,
+        guard: ConnectionGuard | None = None,
+    ) -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         self._runners.append(runner)
         # aiohttp's default accept queue (128) overflows when thousands of clients reconnect at once: the
         # storm benchmark measured 10,800 overflows and SYN retries of 1-3 s with it, none with 4096.
-        if front_door is None:
+        if guard is None:
             site = web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG, ssl_context=self.tls)
             await site.start()
             return
-        # WebSocket upgrades are answered before aiohttp sees the connection; the rest is aiohttp's.
         aiohttp_server = runner.server
         assert aiohttp_server is not None
+        # Every connection is watched until its first request head (hub/guard/connections.py); WebSocket
+        # upgrades are then answered by the front door before aiohttp sees them, the rest is aiohttp's.
+        served = guard.tracked(aiohttp_server)
+        if front_door is not None:
+            ws_node, prefix = front_door, self.settings.path_prefix
+            first: Callable[[], asyncio.Protocol] = lambda: FrontDoor(ws_node, served, prefix)  # noqa: E731
+        else:
+            first = served
         server = await asyncio.get_running_loop().create_server(
-            lambda: FrontDoor(front_door, aiohttp_server, self.settings.path_prefix),
+            guard.watched(first),
             host,
             port,
             reuse_address=True,
             backlog=LISTEN_BACKLOG,
             ssl=self.tls,
+            ssl_handshake_timeout=guard.limits.request_timeout if self.tls is not None else None,
         )
         self._servers.append(server)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from hub.apps import App, AppRegistry
+from hub.guard.middleware import BODY_TIMEOUT
 from hub.protocol.errors import ApiError
 from hub.protocol.signatures import verify_api_request
 
@@ -42,7 +44,10 @@ async def verify(request: web.Request, apps: AppRegistry, max_body_bytes: int) -
     if request.content_length is not None and request.content_length > max_body_bytes:
         raise ApiError(413, too_large)
     try:
-        body = await request.read()
+        async with asyncio.timeout(request.get(BODY_TIMEOUT)):
+            body = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "The request body took too long to arrive.") from None
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, too_large) from None
     except web.RequestPayloadError as exc:

@@ -20,6 +20,7 @@ from hub.protocol.users import PresenceMember, SignedInUser
 from hub.ws.deflate import Deflater
 from hub.ws.frame_parser import BINARY, CLOSE, PING, TEXT, FrameParser, ProtocolViolation, parse_close
 from hub.ws.frames import close_frame, deflated_text_frame, pong_frame, text_frame
+from hub.ws.receive_budget import ReceiveBudget
 
 CLOSE_GRACE_SECONDS = 2.0
 
@@ -58,6 +59,7 @@ class Connection(asyncio.Protocol):
         "_sent",
         "admitted",
         "app",
+        "budget",
         "channels",
         "close_reason",
         "closing",
@@ -102,6 +104,7 @@ class Connection(asyncio.Protocol):
         self.user: SignedInUser | None = None
         self.inbox: list[str] | None = None
         self.admitted = False
+        self.budget: ReceiveBudget | None = None  # created with the socket's first message
         self.closing = False
         self.lost = False
         self.close_reason: str | None = None

@@ -33,6 +33,7 @@ from hub.ws.fanout import Fanout
 from hub.ws.frame_parser import ProtocolViolation
 from hub.ws.frames import close_frame, text_frame
 from hub.ws.handshake import Handshake, HandshakeError, accept
+from hub.ws.receive_budget import receive_budget
 from hub.ws.signin import signin, signout
 from hub.ws.upgrade import Detached, Refused, take_over
 from hub.ws.watchlist import Watchlists
@@ -258,6 +259,10 @@ class WsNode:
                 if len(inbox) == INBOX_RESUME and not conn.lost:
                     conn.transport.resume_reading()
                 await self._on_text(conn, text)
+                if conn.budget is None:
+                    conn.budget = receive_budget(self.ctx.settings)
+                # Waiting here fills the inbox, which pauses the socket's reads: TCP slows the client.
+                await conn.budget.throttle(len(text), self.ctx.metrics)
         finally:
             conn.inbox = None
             if conn.lost and conn.admitted:

@@ -83,6 +83,13 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
         # Re-subscribing is idempotent: confirm again with the current state.
         await _confirm(ctx, conn, channel, conn.channels[channel])
         return
+    limit = ctx.settings.max_channels_per_socket
+    if len(conn.channels) >= limit:
+        ctx.metrics.limit_refusals.labels("channels_per_socket").inc()
+        _refuse(
+            ctx, conn, channel, SubscriptionError("LimitReached", f"A socket may join at most {limit} channels.", 4100)
+        )
+        return
     if kind.kind is ChannelKind.SERVER_TO_USER:
         conn.channels[channel] = None
         _succeeded(ctx, conn, channel)
