@@ -66,3 +66,4 @@ clean:
 
 -include deploy/deploy.mk
 -include benchmarks/bench.mk
+-include tests/stress/stress.mk
