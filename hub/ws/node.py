@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -33,7 +34,7 @@ from hub.ws.fanout import Fanout
 from hub.ws.frame_parser import ProtocolViolation
 from hub.ws.frames import close_frame, text_frame
 from hub.ws.handshake import Handshake, HandshakeError, accept
-from hub.ws.receive_budget import receive_budget
+from hub.ws.receive_budget import receive_budget, throttled
 from hub.ws.signin import signin, signout
 from hub.ws.upgrade import Detached, Refused, take_over
 from hub.ws.watchlist import Watchlists
@@ -256,13 +257,9 @@ class WsNode:
             inbox = conn.inbox
             while inbox:
                 text = inbox.pop(0)
-                if len(inbox) == INBOX_RESUME and not conn.lost:
+                if len(inbox) == INBOX_RESUME and not conn.lost and not throttled(conn.budget):
                     conn.transport.resume_reading()
                 await self._on_text(conn, text)
-                if conn.budget is None:
-                    conn.budget = receive_budget(self.ctx.settings)
-                # Waiting here fills the inbox, which pauses the socket's reads: TCP slows the client.
-                await conn.budget.throttle(len(text), self.ctx.metrics)
         finally:
             conn.inbox = None
             if conn.lost and conn.admitted:
@@ -277,6 +274,11 @@ class WsNode:
         received, received_bytes = self._received_counters(conn.app.id)
         received.inc()
         received_bytes.inc(len(text))
+        if conn.budget is None:
+            conn.budget = receive_budget(self.ctx.settings)
+        wait = conn.budget.spend(len(text), time.monotonic())
+        if wait > 0 and not conn.lost:
+            self._throttle(conn, wait)
         inbox = conn.inbox
         if inbox is None:
             conn.inbox = [text]
@@ -286,6 +288,27 @@ class WsNode:
         if len(inbox) == INBOX_PAUSE:
             # A client sending faster than its messages are handled waits in the kernel, not in our memory.
             conn.transport.pause_reading()
+
+    def _throttle(self, conn: Connection, wait: float) -> None:
+        """Stop reading a socket that sent past its byte budget until the budget has refilled."""
+        assert conn.budget is not None
+        if conn.budget.paused:
+            return  # a later frame of the same read: the timer already running re-checks the deficit
+        self.ctx.metrics.limit_refusals.labels("client_bytes").inc()
+        conn.budget.paused = True
+        conn.transport.pause_reading()
+        asyncio.get_running_loop().call_later(wait, self._end_throttle, conn)
+
+    def _end_throttle(self, conn: Connection) -> None:
+        budget = conn.budget
+        assert budget is not None
+        wait = budget.spend(0, time.monotonic())
+        if wait > 0 and not conn.lost:
+            asyncio.get_running_loop().call_later(wait, self._end_throttle, conn)
+            return
+        budget.paused = False
+        if not conn.lost and (conn.inbox is None or len(conn.inbox) < INBOX_PAUSE):
+            conn.transport.resume_reading()
 
     def on_binary(self, conn: Connection) -> None:
         """Pusher has no binary messages: say so and keep the socket."""
