@@ -31,7 +31,7 @@ APP = app_from_mapping(
 
 
 def emitter(queue: MemoryWebhookQueue, batch_seconds: float) -> Webhooks:
-    return Webhooks(queue, MemoryCoordination(), Metrics(), batch_seconds=batch_seconds)
+    return Webhooks(queue, MemoryCoordination(), Metrics(), batch_seconds=batch_seconds, recheck_seconds=0.0)
 
 
 async def queued(queue: MemoryWebhookQueue) -> list[tuple[str, list[dict[str, Any]]]]:
