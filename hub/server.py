@@ -336,7 +336,8 @@ class Node:
         served = guard.tracked(aiohttp_server)
         if front_door is not None:
             ws_node, prefix = front_door, self.settings.path_prefix
-            first: Callable[[], asyncio.Protocol] = lambda: FrontDoor(ws_node, served, prefix)  # noqa: E731
+            handed_on = guard.watched(served, admit=False)
+            first: Callable[[], asyncio.Protocol] = lambda: FrontDoor(ws_node, handed_on, prefix)  # noqa: E731
         else:
             first = served
         server = await asyncio.get_running_loop().create_server(

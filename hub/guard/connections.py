@@ -66,9 +66,14 @@ class ConnectionGuard:
         """Count a refusal by the limit that made it."""
         self._metrics.limit_refusals.labels(limit).inc()
 
-    def watched(self, inner: ProtocolFactory) -> ProtocolFactory:
-        """The port's protocol factory: each connection watched until its first head, then ``inner``'s."""
-        return lambda: Watch(self, inner())
+    def watched(self, inner: ProtocolFactory, *, admit: bool = True) -> ProtocolFactory:
+        """Each connection watched until its first head is complete, then ``inner``'s.
+
+        ``admit=False`` is for a connection handed on mid-head (the front door leaves everything but
+        WebSocket upgrades to aiohttp): it was admitted and counted at accept already; only the
+        request timeout still applies.
+        """
+        return lambda: Watch(self, inner(), admit=admit)
 
     def tracked(self, inner: ProtocolFactory) -> ProtocolFactory:
         """aiohttp's protocol factory, its connections counted against the API-connection bound."""
@@ -93,11 +98,12 @@ class Watch(asyncio.Protocol):
     Once another protocol takes the transport (``set_protocol``), the transport stops calling this one.
     """
 
-    __slots__ = ("_guard", "_inner", "_pending", "_refused", "_tail", "_timer", "_transport")
+    __slots__ = ("_admit", "_guard", "_inner", "_pending", "_refused", "_tail", "_timer", "_transport")
 
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol, *, admit: bool = True) -> None:
         self._guard = guard
         self._inner = inner
+        self._admit = admit
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pending = False
@@ -108,6 +114,10 @@ class Watch(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         guard = self._guard
+        if not self._admit:
+            self._timer = asyncio.get_running_loop().call_later(guard.limits.request_timeout, self._too_slow)
+            self._inner.connection_made(transport)
+            return
         if not guard.admit_address(transport):
             self._refused = True
             guard.refused("connects_per_address")
@@ -139,7 +149,7 @@ class Watch(asyncio.Protocol):
     def _too_slow(self) -> None:
         self._timer = None
         transport = self._transport
-        still_pending = self._pending and transport is not None and not transport.is_closing()
+        still_pending = transport is not None and not transport.is_closing()
         self._release()
         if still_pending and transport is not None and not self._replaced():
             self._guard.refused("request_timeout")
@@ -148,14 +158,14 @@ class Watch(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._pending:
+        if self._timer is not None:
             seen = self._tail + data
             if HEAD_END in seen:
                 self._release()
             else:
                 self._tail = seen[-(len(HEAD_END) - 1) :]
         self._inner.data_received(data)
-        if self._pending and self._replaced():
+        if self._timer is not None and self._replaced():
             self._release()  # handed on mid-head: whoever took it bounds it from here
 
     def eof_received(self) -> bool | None:

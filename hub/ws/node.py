@@ -46,6 +46,7 @@ Handler = Callable[[Connection, ClientMessage], Awaitable[None]]
 RequestHeaders = CIMultiDictProxy[str] | CIMultiDict[str]
 # A client's queued messages beyond this stop its reads until the queue is back down.
 INBOX_PAUSE, INBOX_RESUME = 64, 16
+YIELD_EVERY = 32
 
 
 class WsNode:
@@ -255,11 +256,17 @@ class WsNode:
             if not conn.admitted and not await self._admit(conn):
                 return
             inbox = conn.inbox
+            handled = 0
             while inbox:
                 text = inbox.pop(0)
                 if len(inbox) == INBOX_RESUME and not conn.lost and not throttled(conn.budget):
                     conn.transport.resume_reading()
                 await self._on_text(conn, text)
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    # Most messages are handled without suspending: a client pipelining thousands of
+                    # them must not hold the loop (and everyone's fan-out) for the whole batch.
+                    await asyncio.sleep(0)
         finally:
             conn.inbox = None
             if conn.lost and conn.admitted:
