@@ -127,8 +127,8 @@ async def test_signin_with_a_tampered_signature_closes_the_connection_with_4009(
 
 @pytest.mark.parametrize(
     "user_data",
-    ['{"user_info":{"name":"no id"}}', '{"id":""}', '{"id":42}', "not json"],
-    ids=["missing_id", "empty_id", "numeric_id", "not_json"],
+    ['{"user_info":{"name":"no id"}}', '{"id":""}', '{"id":true}', '{"id":4.2}', "not json"],
+    ids=["missing_id", "empty_id", "boolean_id", "fractional_id", "not_json"],
 )
 async def test_signin_with_invalid_user_data_closes_the_connection_with_4009(
     topology: Topology, user_data: str
@@ -144,6 +144,20 @@ async def test_signin_with_invalid_user_data_closes_the_connection_with_4009(
         code = await client.wait_closed()
     assert error.data["code"] == UNAUTHORIZED
     assert code == UNAUTHORIZED
+
+
+async def test_signin_with_an_integer_id_succeeds_as_the_user_of_its_string_form(topology: Topology) -> None:
+    # Laravel signs {"id": $user->id}; the socket is told its id as text, which pusher-js requires.
+    user_data = '{"id":42,"name":"Ann"}'
+    async with RawClient(topology.ws_port(1), APP_KEY) as client:
+        socket_id = await client.established()
+
+        await client.send_json(
+            {"event": "pusher:signin", "data": {"auth": sign(socket_id, user_data), "user_data": user_data}}
+        )
+
+        success = await client.wait_event("pusher:signin_success")
+    assert json.loads(success.data["user_data"]) == {"id": "42", "name": "Ann"}
 
 
 async def test_signin_as_a_second_user_on_the_same_connection_closes_it_with_4009(topology: Topology) -> None:
