@@ -286,7 +286,9 @@ SOKETI_OPTIONS: tuple[SoketiOption, ...] = (
     SoketiOption(
         "appManager.postgres.table", "APP_MANAGER_POSTGRES_TABLE", _postgres_part("table"), "`--postgres-table`"
     ),
-    _warned("appManager.postgres.version", "APP_MANAGER_POSTGRES_VERSION", "hub talks to any PostgreSQL 12+"),
+    _warned(
+        "appManager.postgres.version", "APP_MANAGER_POSTGRES_VERSION", "hub's PostgreSQL client needs no server version"
+    ),
     # Server-wide defaults of the apps' limits
     SoketiOption(
         "channelLimits.maxNameLength",
