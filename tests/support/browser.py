@@ -7,6 +7,7 @@ unless it runs without sandbox, GPU, QUIC and its background services, in a fres
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -68,6 +69,8 @@ def chromium() -> Iterator[WebDriver]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    # The driver is given by path, so Selenium Manager has nothing to find; offline, it could not download anyway.
+    os.environ.setdefault("SE_OFFLINE", "true")
     binary, driver_path = _first(CHROMIUM_CANDIDATES), _first(DRIVER_CANDIDATES)
     assert binary is not None and driver_path is not None
     profile = tempfile.mkdtemp(prefix="hub-chromium-")
