@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import pwd
+import random
 import shutil
 import statistics
 import subprocess
@@ -101,9 +102,12 @@ async def _measure(kind: str, nodes: list[Child], apps_file: Path | None, change
                 assert response.status == 201, await response.text()
         await asyncio.gather(*(_shows(session, node, "100", "s-0") for node in nodes))
         seconds = []
+        phase = random.Random(changes)
         for i in range(1, changes + 1):
             secret = f"s-{i}"
-            await asyncio.sleep(0.05 + (i % 7) * 0.031)  # do not beat in step with the file poll
+            # A random phase against the file store's 1 s poll (right after the last change was seen, the
+            # next poll is a whole second away, which would measure only the worst case).
+            await asyncio.sleep(phase.uniform(0.0, 1.0))
             started = time.perf_counter()
             if apps_file is None:
                 async with session.patch(f"{admin0}/100", json={"secret": secret}) as response:

@@ -56,7 +56,8 @@ _BOOLEAN_FIELDS = {
     "enable_subscription_count",
     "enable_watchlist_events",
 }
-_IGNORED_COLUMNS = {"updated_at", "created_at"}
+# Every field an app has (the apps-file keys); other columns of the table are ignored.
+_FIELDS = {*app_to_mapping(App(id="-", key="-", secret="-")), "encryption_master_key_base64"}
 
 
 def schema_names(table: str) -> dict[str, sql.Composable]:
@@ -82,8 +83,8 @@ def row_to_mapping(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for column, value in row.items():
         name = _FIELD_OF.get(column, column)
-        if value is None or column in _IGNORED_COLUMNS:
-            continue
+        if value is None or name not in _FIELDS:
+            continue  # NULL is the default; a column hub does not know (Soketi's enable_stats, ...) is not an app field
         if name in _BOOLEAN_FIELDS and isinstance(value, int) and not isinstance(value, bool):
             value = value != 0
         if name == "webhooks" and isinstance(value, str):
