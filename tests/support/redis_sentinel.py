@@ -233,8 +233,15 @@ class RedisSentinel:
         primary = self.primary_port()
         server.extra_args = self._data_args(primary)
         server.start()
+
+        def settled() -> bool:
+            # Read the primary again each time: a sentinel that missed the first switch may run a second
+            # failover meanwhile (seen once in CI), and the restarted server then follows the newer primary.
+            current = self.primary_port()
+            return self._settled(current, [s for s in self.servers if s.port != current])
+
         self._wait(
-            lambda: self._settled(primary, [s for s in self.servers if s.port != primary]),
+            settled,
             timeout,
             f"redis on {server.port} to rejoin as a replica",
         )
