@@ -255,6 +255,11 @@ class RespProtocol(asyncio.Protocol):
         self._waiters.append(waiter)
         return waiter
 
+    async def authenticate(self, username: str | None, password: str | None) -> None:
+        """``AUTH [username] password`` when a password is set (nothing otherwise); RespError if refused."""
+        if password is not None:
+            await self.request(b"AUTH", *([username.encode()] if username else []), password.encode())
+
     async def request(self, *args: bytes) -> Any:
         """Write a command and wait for its reply (AUTH, CLIENT, PING); raise RespError for an error reply."""
         return await self.send_request(*args)

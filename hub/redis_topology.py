@@ -69,6 +69,14 @@ class RedisTopology:
         scheme = ("rediss+" if self.targets[0].tls else "redis+") + self.kind
         return f"{scheme}://{hosts}" + (f"/{self.service}" if self.service else "")
 
+    @property
+    def sentinels(self) -> tuple[RedisTarget, ...]:
+        """The sentinels to ask, with the sentinels' own credentials (plain TCP: sentinels speak no TLS here)."""
+        return tuple(
+            replace(t, tls=False, username=self.sentinel_username, password=self.sentinel_password)
+            for t in self.targets
+        )
+
     def at(self, host: str, port: int) -> RedisTarget:
         """A data server discovered at ``host:port``, reached with this deployment's credentials and TLS."""
         return replace(self.targets[0], host=host, port=port, unix_path=None)
@@ -227,16 +235,12 @@ def key_slot(key: bytes) -> int:
 # Discovery over raw RESP connections (the broker's), so it needs no redis-py client of its own.
 
 
-async def _ask(
-    target: RedisTarget, attempt_timeout: float, *command: bytes, auth: tuple[str | None, str | None]
-) -> Any:
-    """Open a short connection to ``target``, authenticate, run one command, close; the reply."""
+async def _ask(target: RedisTarget, attempt_timeout: float, *command: bytes) -> Any:
+    """Open a short connection to ``target``, authenticate with its credentials, run one command, close."""
     _, conn = await open_connection(target, RespProtocol, connect_timeout=attempt_timeout)
     try:
         async with asyncio.timeout(attempt_timeout):
-            username, password = auth
-            if password is not None:
-                await conn.request(b"AUTH", *([username.encode()] if username else []), password.encode())
+            await conn.authenticate(target.username, target.password)
             return await conn.request(*command)
     finally:
         conn.abort()
@@ -250,18 +254,11 @@ async def discover_primary(topology: RedisTopology, attempt_timeout: float) -> R
     if topology.kind == SINGLE:
         return topology.targets[0]
     assert topology.kind == SENTINEL and topology.service is not None
-    auth = (topology.sentinel_username, topology.sentinel_password)
     errors: list[str] = []
-    for sentinel in topology.targets:
-        sentinel_target = replace(sentinel, tls=False, username=None, password=None)
+    for sentinel in topology.sentinels:
         try:
             reply = await _ask(
-                sentinel_target,
-                attempt_timeout,
-                b"SENTINEL",
-                b"GET-MASTER-ADDR-BY-NAME",
-                topology.service.encode(),
-                auth=auth,
+                sentinel, attempt_timeout, b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", topology.service.encode()
             )
         except _DISCOVERY_ERRORS as exc:  # a sentinel that is down or refuses: ask the next
             errors.append(f"{sentinel.host}:{sentinel.port}: {exc!r}")
@@ -290,13 +287,12 @@ async def cluster_slots(
     """
     errors: list[str] = []
     tried: set[tuple[str, int]] = set()
-    auth = (topology.targets[0].username, topology.targets[0].password)
     for node in [*known, *topology.targets]:
         if (node.host, node.port) in tried:
             continue
         tried.add((node.host, node.port))
         try:
-            reply = await _ask(node, attempt_timeout, b"CLUSTER", b"SLOTS", auth=auth)
+            reply = await _ask(node, attempt_timeout, b"CLUSTER", b"SLOTS")
         except _DISCOVERY_ERRORS as exc:  # a dead node: the next one may answer
             errors.append(f"{node.host}:{node.port}: {exc!r}")
             continue

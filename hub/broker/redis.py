@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -407,8 +406,7 @@ class RedisBroker(Broker):
                 shard.abort()
 
         while True:
-            for sentinel in self.topology.targets:
-                target = replace(sentinel, tls=False, username=None, password=None)
+            for target in self.topology.sentinels:
                 try:
                     _, conn = await open_connection(
                         target, lambda: RespProtocol(on_message), connect_timeout=self.timeout
@@ -420,10 +418,7 @@ class RedisBroker(Broker):
                     continue
                 try:
                     async with asyncio.timeout(self.timeout):
-                        if self.topology.sentinel_password is not None:
-                            user = self.topology.sentinel_username
-                            auth = [user.encode()] if user else []
-                            await conn.request(b"AUTH", *auth, self.topology.sentinel_password.encode())
+                        await conn.authenticate(target.username, target.password)
                         conn.send(b"SUBSCRIBE", b"+switch-master")
                         await conn.request(b"PING")
                 except (OSError, TimeoutError, RespError) as exc:

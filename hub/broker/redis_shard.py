@@ -354,9 +354,7 @@ class Shard:
         _, conn = await open_connection(target, factory, connect_timeout=b.timeout)
         try:
             async with asyncio.timeout(b.timeout):
-                if target.password is not None:
-                    auth = [target.username.encode()] if target.username else []
-                    await conn.request(b"AUTH", *auth, target.password.encode())
+                await conn.authenticate(target.username, target.password)
                 await conn.request(b"CLIENT", b"SETNAME", client_name(role, b.node_id).encode())
                 if b.sentinel:
                     role_reply = await conn.request(b"ROLE")
