@@ -148,7 +148,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("admin_port", int, 9602, "Port of the admin API; served only when an admin token is set; 0 disables."),
     Option("admin_token", str, None, "Bearer token of the admin API (prefer HUB_ADMIN_TOKEN or a token file)."),
     Option("admin_token_file", str, None, "File holding the admin token (e.g. a mounted Secret)."),
-    Option("max_pending_connections", int, 2048, "Connections still sending their request head, per port; more: 503."),
+    Option(
+        "max_pending_connections",
+        int,
+        2048,
+        "Connections still sending their request head after 1 s, per port; more: 503.",
+    ),
     Option(
         "http_request_timeout", float, 10.0, "Seconds a client may take to send a request head or an API body (408)."
     ),

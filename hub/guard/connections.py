@@ -5,9 +5,14 @@ A slowloris client opens connections and sends its request head a byte at a time
 wait for it forever. Every connection starts in a thin ``Watch`` protocol in front of whatever serves
 the port (the ws node's front door, or aiohttp): until its first request head is complete, or until
 that protocol hands the transport on (an adopted WebSocket, a hand-off to aiohttp), it counts as
-*pending* (a bounded number per port, closed with 408 after ``request_timeout``). Connections aiohttp
+*pending* (closed with 408 after ``request_timeout``; a bounded number of them may be slow, see below). Connections aiohttp
 serves (the HTTP API, health, anything the front door leaves to it) pass through ``Tracked``, which
 bounds how many are open. Refusals are answered with Pusher's JSON error and HTTP 408, 429 or 503.
+
+The pending bound applies to connections still incomplete ``SLOW_AFTER`` seconds after they were accepted,
+not to every accepted one: in a reconnect storm the event loop accepts thousands of connections in one
+turn (up to the listen backlog) before it reads any of them, and counting those refused well-behaved
+clients whose heads were already in the kernel's buffers (benchmarks/README.md, "Reconnect storm").
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from hub.guard.windows import PerSecond
 from hub.metrics import Metrics
 
 HEAD_END = b"\r\n\r\n"
+# A head that has not arrived this long after the accept is a slow one; a prompt client's head arrives in
+# one round trip, and the loop reads a ready socket before it runs a timer that came due in the same turn.
+SLOW_AFTER = 1.0
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -52,11 +60,11 @@ def _refuse(transport: asyncio.Transport, status: int, reason: str, message: str
 
 
 class ConnectionGuard:
-    """Counts the port's pending and API connections and refuses past the limits."""
+    """Counts the port's slow pending connections and its API connections, and refuses past the limits."""
 
     def __init__(self, limits: ConnectionLimits, metrics: Metrics) -> None:
         self.limits = limits
-        self.pending = 0
+        self.slow = 0
         self.api = 0
         self._metrics = metrics
         self._connects = PerSecond(limits.max_connects_per_address)
@@ -70,8 +78,8 @@ class ConnectionGuard:
         """Each connection watched until its first head is complete, then ``inner``'s.
 
         ``admit=False`` is for a connection handed on mid-head (the front door leaves everything but
-        WebSocket upgrades to aiohttp): it was admitted and counted at accept already; only the
-        request timeout still applies.
+        WebSocket upgrades to aiohttp): its address was counted at accept already; the slow bound and
+        the request timeout apply from the hand-off (the first watch stops counting it then).
         """
         return lambda: Watch(self, inner(), admit=admit)
 
@@ -98,7 +106,7 @@ class Watch(asyncio.Protocol):
     Once another protocol takes the transport (``set_protocol``), the transport stops calling this one.
     """
 
-    __slots__ = ("_admit", "_guard", "_inner", "_pending", "_refused", "_tail", "_timer", "_transport")
+    __slots__ = ("_admit", "_guard", "_inner", "_refused", "_slow", "_tail", "_timer", "_transport")
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol, *, admit: bool = True) -> None:
         self._guard = guard
@@ -106,7 +114,7 @@ class Watch(asyncio.Protocol):
         self._admit = admit
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._pending = False
+        self._slow = False
         self._refused = False
         self._tail = b""
 
@@ -114,31 +122,38 @@ class Watch(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         guard = self._guard
-        if not self._admit:
-            self._timer = asyncio.get_running_loop().call_later(guard.limits.request_timeout, self._too_slow)
-            self._inner.connection_made(transport)
-            return
-        if not guard.admit_address(transport):
+        if self._admit and not guard.admit_address(transport):
             self._refused = True
             guard.refused("connects_per_address")
             limit = guard.limits.max_connects_per_address
             _refuse(transport, 429, "Too Many Requests", f"Too many connections from one address ({limit} a second).")
             return
-        if guard.pending >= guard.limits.max_pending:
-            self._refused = True
+        grace = min(SLOW_AFTER, guard.limits.request_timeout)
+        self._timer = asyncio.get_running_loop().call_later(grace, self._turned_slow)
+        self._inner.connection_made(transport)
+
+    def _turned_slow(self) -> None:
+        """Still no whole head after ``SLOW_AFTER``: one of the bounded slow connections, or refused."""
+        self._timer = None
+        transport, guard = self._transport, self._guard
+        if transport is None or transport.is_closing() or self._replaced():
+            self._release()
+            return
+        if guard.slow >= guard.limits.max_pending:
+            self._release()
             guard.refused("pending_handshakes")
             _refuse(transport, 503, "Service Unavailable", "Too many connections are still connecting.")
             return
-        guard.pending += 1
-        self._pending = True
-        self._timer = asyncio.get_running_loop().call_later(guard.limits.request_timeout, self._too_slow)
-        self._inner.connection_made(transport)
+        guard.slow += 1
+        self._slow = True
+        remaining = max(guard.limits.request_timeout - SLOW_AFTER, 0.0)
+        self._timer = asyncio.get_running_loop().call_later(remaining, self._too_slow)
 
     def _release(self) -> None:
         """No longer pending: the head is complete, another protocol took over, or the connection ended."""
-        if self._pending:
-            self._pending = False
-            self._guard.pending -= 1
+        if self._slow:
+            self._slow = False
+            self._guard.slow -= 1
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -11,6 +11,7 @@ not nothing, on a two-core machine the abuser shares.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import re
@@ -195,6 +196,33 @@ async def test_a_burst_of_bad_signatures_gets_429_past_the_per_address_limit() -
         assert hub.refusals("bad_signatures") == statuses["429"]
         detail = f"{sum(statuses.values())} forged publishes in 5 s: {statuses}"
         await report("bad signatures", baseline, during, good, detail)
+
+
+async def _prompt_upgrade(port: int) -> bytes:
+    """One WebSocket upgrade whose whole head goes out at once; the status line of the answer."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(
+            f"GET /app/{APP_KEY}?protocol=7 HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        return await asyncio.wait_for(reader.readline(), 10.0)
+    finally:
+        writer.close()
+
+
+async def test_a_burst_of_prompt_connections_past_the_pending_limit_is_not_refused() -> None:
+    # A reconnect storm: the node accepts far more connections in one turn than the bound before it reads
+    # any of them; none of them is slow, so none may be refused as one.
+    async with hub_and_good_client("--max-pending-connections", "50") as (hub, good, baseline):
+        with good.window() as during:
+            lines = await asyncio.gather(*(_prompt_upgrade(hub.port) for _ in range(1500)))
+
+        statuses = collections.Counter(line.decode(errors="replace").strip() for line in lines)
+        assert statuses == {"HTTP/1.1 101 Switching Protocols": 1500}, statuses
+        assert hub.refusals("pending_handshakes") == 0
+        await report("1,500 prompt connections at once, 50 may be slow", baseline, during, good, "all 101")
 
 
 @pytest.mark.parametrize("flag", ["--max-pending-connections", "--max-api-connections"])
