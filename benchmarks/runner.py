@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -60,9 +61,28 @@ def gate_failures(results: Sequence[Result]) -> list[str]:
     return failures
 
 
+def _hub_checkout() -> Path:
+    """The work tree of the hub the benchmark starts: this environment's install, not the harness's checkout.
+
+    ``-I`` leaves the current directory out of the path, so a harness run from another checkout (the
+    before/after comparisons) still names the hub it measured.
+    """
+    try:
+        found = subprocess.run(
+            [sys.executable, "-I", "-c", "import hub; print(hub.__file__)"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return Path(__file__).resolve().parents[1]
+    return Path(found).resolve().parents[1]
+
+
 def _git_commit() -> str:
     """The commit hub ran from, with ``+dirty`` when the work tree had changes (hub is installed editable)."""
-    root = Path(__file__).resolve().parents[1]
+    root = _hub_checkout()
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
