@@ -143,7 +143,14 @@ class ClusterState(ABC):
 
     @abstractmethod
     async def resync(self, snapshot: NodeSnapshot) -> None:
-        """Replace this node's whole share with ``snapshot`` (after a store outage or being reaped)."""
+        """Replace this node's whole share with ``snapshot`` (after a store outage or being reaped).
+
+        ``snapshot`` is taken in the same event-loop step as this call and counts every write the node
+        began before it, pending ones as if they succeed (an admission, a presence join). The share ends
+        as if all of those had happened before the rewrite and every later write after it: a write begun
+        earlier that reaches the store late is dropped, writes begun later wait for the rewrite, and a
+        pending admission or presence join that the store refused is taken back out.
+        """
 
     @abstractmethod
     async def withdraw(self) -> Departures:

@@ -31,6 +31,7 @@ SCAN). Using Redis's clock for heartbeats keeps liveness independent of the node
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from collections.abc import Awaitable, Iterable
@@ -163,6 +164,8 @@ class RedisClusterState(ClusterState):
         self._registered: set[str] = set()
         self._registering: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._touched: set[str] = set()
+        # While a resync rewrites the share: the epoch it will have written with (see ``resync``).
+        self._rebuilding: asyncio.Future[int] | None = None
 
         # Hot path in a reconnect storm: the joins and leaves of one event-loop turn share one pipeline. The
         # storm benchmark guards it (ws CPU for 5,000 reconnects 3.4-3.7 s unbatched, 2.05-2.23 s batched).
@@ -220,13 +223,29 @@ class RedisClusterState(ClusterState):
             self._log.info("state_available", op=op)
         return result
 
-    async def _share_of(self, app_id: str) -> _AppKeys:
-        """The app's keys, once this node is registered in the app for its epoch (before any share write)."""
+    async def _write_epoch(self) -> int:
+        """The epoch a share write begun now carries; while a resync runs, waits for it and takes its epoch.
+
+        Without a resync running this returns without suspending, so the write is issued in the same step
+        as its caller's record of it (see ``resync``).
+        """
+        rebuilding = self._rebuilding
+        if rebuilding is None:
+            return self._epoch
+        return await asyncio.shield(rebuilding)
+
+    def _rewritten_since(self, epoch: int) -> bool:
+        """Whether a resync began after a write of ``epoch`` was issued (its snapshot counted the write)."""
+        return self._rebuilding is not None or self._epoch != epoch
+
+    async def _share_of(self, app_id: str, epoch: int) -> _AppKeys:
+        """The app's keys, once this node is registered in the app for ``epoch`` (before any share write)."""
         keys = self._app(app_id)
         # A loop, not an if: a registration that finished under an epoch a resync has since replaced counts
-        # for nothing, and the app is registered again under the new one.
-        while app_id not in self._registered:
-            await self._register(app_id, self._epoch)
+        # for nothing, and the app is registered again under the new one. A write of an older epoch needs
+        # none: the resync that replaced its epoch covers the app (``_register`` marked it touched).
+        while app_id not in self._registered and epoch == self._epoch:
+            await self._register(app_id, epoch)
         return keys
 
     async def _register(self, app_id: str, epoch: int) -> None:
@@ -265,27 +284,38 @@ class RedisClusterState(ClusterState):
 
     async def add_connection(self, app_id: str, limit: int) -> bool:
         """Count a socket unless the app's cluster-wide ``limit`` (>= 0) is reached."""
-        keys = await self._share_of(app_id)
-        return bool(await self._run("add_connection", self._add_connection([keys.conns, keys.share_conns], [limit])))
+        epoch = await self._write_epoch()
+        k = await self._share_of(app_id, epoch)
+        counted = bool(
+            await self._run("add_connection", self._add_connection([k.conns, k.share_conns, k.epoch], [limit, epoch]))
+        )
+        if not counted and self._rewritten_since(epoch):
+            # The rewrite's snapshot counted this socket as admitted (see ``resync``): take it back out.
+            with contextlib.suppress(StateUnavailable):
+                await self.remove_connection(app_id)
+        return counted
 
     async def remove_connection(self, app_id: str) -> None:
         """Uncount a socket of this node."""
-        keys = self._app(app_id)
-        await self._run("remove_connection", self._remove_connection([keys.conns, keys.share_conns]))
+        epoch = await self._write_epoch()
+        k = self._app(app_id)
+        await self._run("remove_connection", self._remove_connection([k.conns, k.share_conns, k.epoch], [epoch]))
 
     # channels
 
     async def join_channel(self, app_id: str, channel: str) -> int:
         """Count a subscription; the total after (1 means the channel became occupied)."""
-        keys = await self._share_of(app_id)
-        return int(await self._run("join_channel", self._join_channel([keys.channels, keys.share_channels], [channel])))
+        epoch = await self._write_epoch()
+        k = await self._share_of(app_id, epoch)
+        keys = [k.channels, k.share_channels, k.epoch]
+        return int(await self._run("join_channel", self._join_channel(keys, [channel, epoch])))
 
     async def leave_channel(self, app_id: str, channel: str) -> int:
         """Uncount a subscription of this node; the total after (0 means vacated)."""
-        keys = self._app(app_id)
-        return int(
-            await self._run("leave_channel", self._leave_channel([keys.channels, keys.share_channels], [channel]))
-        )
+        epoch = await self._write_epoch()
+        k = self._app(app_id)
+        keys = [k.channels, k.share_channels, k.epoch]
+        return int(await self._run("leave_channel", self._leave_channel(keys, [channel, epoch])))
 
     async def channel_subscriptions(self, app_id: str, channel: str) -> int:
         """Subscribed sockets across the cluster."""
@@ -312,18 +342,25 @@ class RedisClusterState(ClusterState):
         self, app_id: str, channel: str, user_id: str, user_info: Any, max_members: int
     ) -> PresenceJoin:
         """Add a socket of the user; refused when the user is new and ``max_members`` (>= 0) are present."""
-        k = await self._share_of(app_id)
-        keys = [k.presence(channel), k.members(channel), k.share_presence]
-        args: list[str | int] = [user_id, _json(user_info), max_members, f"{channel}\n{user_id}"]
+        epoch = await self._write_epoch()
+        k = await self._share_of(app_id, epoch)
+        keys = [k.presence(channel), k.members(channel), k.share_presence, k.epoch]
+        args: list[str | int] = [user_id, _json(user_info), max_members, f"{channel}\n{user_id}", epoch]
         accepted, first, flat = await self._run("join_presence", self._join_presence(keys, args))
+        if not accepted and self._rewritten_since(epoch):
+            # The rewrite's snapshot counted this member as joined (see ``resync``): take it back out.
+            with contextlib.suppress(StateUnavailable):
+                await self.leave_presence(app_id, channel, user_id)
         members = {_text(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
         return PresenceJoin(accepted=bool(accepted), first=bool(first), members=members)
 
     async def leave_presence(self, app_id: str, channel: str, user_id: str) -> bool:
         """Remove a socket of the user on this node; True when it was the user's last in the cluster."""
+        epoch = await self._write_epoch()
         k = self._app(app_id)
-        keys = [k.presence(channel), k.members(channel), k.share_presence]
-        return bool(await self._run("leave_presence", self._leave_presence(keys, [user_id, f"{channel}\n{user_id}"])))
+        keys = [k.presence(channel), k.members(channel), k.share_presence, k.epoch]
+        args: list[str | int] = [user_id, f"{channel}\n{user_id}", epoch]
+        return bool(await self._run("leave_presence", self._leave_presence(keys, args)))
 
     async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:
         """Members of the presence channel: user id -> user_info."""
@@ -334,15 +371,17 @@ class RedisClusterState(ClusterState):
 
     async def user_signed_in(self, app_id: str, user_id: str) -> bool:
         """Count a signed-in socket; True when the user just came online."""
-        keys = await self._share_of(app_id)
-        return bool(await self._run("user_signed_in", self._user_signed_in([keys.users, keys.share_users], [user_id])))
+        epoch = await self._write_epoch()
+        k = await self._share_of(app_id, epoch)
+        keys = [k.users, k.share_users, k.epoch]
+        return bool(await self._run("user_signed_in", self._user_signed_in(keys, [user_id, epoch])))
 
     async def user_signed_out(self, app_id: str, user_id: str) -> bool:
         """Uncount a signed-in socket of this node; True when the user just went offline."""
-        keys = self._app(app_id)
-        return bool(
-            await self._run("user_signed_out", self._user_signed_out([keys.users, keys.share_users], [user_id]))
-        )
+        epoch = await self._write_epoch()
+        k = self._app(app_id)
+        keys = [k.users, k.share_users, k.epoch]
+        return bool(await self._run("user_signed_out", self._user_signed_out(keys, [user_id, epoch])))
 
     async def users_online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
         """The subset of ``user_ids`` with a signed-in socket anywhere."""
@@ -410,7 +449,29 @@ class RedisClusterState(ClusterState):
 
         The new epoch is recorded first, so a reaper that claimed this node earlier leaves each app alone
         from the moment its first resync batch ran (its app epoch is then newer than the claim).
+
+        Writes around it (the ClusterState contract): ``snapshot`` counts every write begun before this call.
+        A write begun earlier that Redis applies after the rewrite would count twice; it carries its older
+        epoch, and the scripts drop it (``stale`` in redis_lua). Writes begun from this call on wait until
+        the rewrite is done, then apply on top of it with the new epoch. A pending admission or presence join
+        that Redis then refused was counted by the snapshot as accepted; its caller takes it back out.
         """
+        rebuilding = asyncio.get_running_loop().create_future()
+        self._rebuilding = rebuilding
+        try:
+            await self._rewrite(snapshot)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, StateUnavailable) else StateUnavailable(f"resync did not finish: {exc!r}")
+            rebuilding.set_exception(failure)
+            rebuilding.exception()  # retrieved: writes that waited for it raise it themselves
+            raise
+        else:
+            rebuilding.set_result(self._epoch)
+        finally:
+            if self._rebuilding is rebuilding:
+                self._rebuilding = None
+
+    async def _rewrite(self, snapshot: NodeSnapshot) -> None:
         self._failed_since_resync = False
         per_app: dict[str, NodeSnapshot] = {}
 

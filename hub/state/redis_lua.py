@@ -76,6 +76,12 @@ local function user_of(field)
   return string.sub(field, i + 1)
 end
 
+-- A write issued before the node's share was last rewritten (a resync raises the app epoch) is already
+-- part of that rewrite, or was dropped from it with its socket: applying it now would count it twice.
+local function stale(epoch_key, epoch)
+  return tonumber(redis.call('GET', epoch_key) or '0') > tonumber(epoch)
+end
+
 -- Raise the app epoch of a node's share to at least e (never lower it: a late call of an older epoch
 -- must not reopen a rebuilt share to a reaper).
 local function raise_epoch(key, e)
@@ -85,8 +91,17 @@ local function raise_epoch(key, e)
 end
 """
 
+# Every share write below also gets the node's app epoch key as its last KEYS entry and the epoch the
+# node issued it in as its last ARGV entry; a stale write (see ``stale``) changes nothing and answers as if
+# it had been applied before the rewrite.
+
 # KEYS: app conns total, node conns share (string). ARGV: limit (-1 = none). Returns 1 if counted, 0 if full.
-ADD_CONNECTION = r"""
+ADD_CONNECTION = (
+    _HELPERS
+    + r"""
+if stale(KEYS[3], ARGV[2]) then
+  return 1
+end
 local limit = tonumber(ARGV[1])
 if limit >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= limit then
   return 0
@@ -95,11 +110,15 @@ redis.call('INCR', KEYS[1])
 redis.call('INCR', KEYS[2])
 return 1
 """
+)
 
 # Same keys; a node holding no socket of the app changes nothing.
 REMOVE_CONNECTION = (
     _HELPERS
     + r"""
+if stale(KEYS[3], ARGV[1]) then
+  return 0
+end
 local n = tonumber(redis.call('GET', KEYS[2]) or '0')
 if n <= 0 then
   return 0
@@ -115,22 +134,36 @@ return 1
 )
 
 # KEYS: app channels total, node channels share. ARGV: channel. Returns the total after.
-JOIN_CHANNEL = r"""
+JOIN_CHANNEL = (
+    _HELPERS
+    + r"""
+if stale(KEYS[3], ARGV[2]) then
+  return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+end
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
+)
 
 # Same keys and args; a node that holds no socket of the channel changes nothing. Returns the total after.
 LEAVE_CHANNEL = (
     _HELPERS
     + r"""
+if stale(KEYS[3], ARGV[2]) then
+  return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+end
 return total_add(KEYS[1], ARGV[1], share_add(KEYS[2], ARGV[1], -1))
 """
 )
 
 # KEYS: presence counts, members info, node presence share. ARGV: user, info JSON, max members, share field.
 # Returns {accepted, first, members as a flat user/info list}.
-JOIN_PRESENCE = r"""
+JOIN_PRESENCE = (
+    _HELPERS
+    + r"""
+if stale(KEYS[4], ARGV[5]) then
+  return {1, 0, redis.call('HGETALL', KEYS[2])}
+end
 local first = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
 if first then
   local max = tonumber(ARGV[3])
@@ -143,11 +176,15 @@ redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
 return {1, first and 1 or 0, redis.call('HGETALL', KEYS[2])}
 """
+)
 
 # Same keys; ARGV: user, share field. Returns 1 when the user's last socket in the cluster left.
 LEAVE_PRESENCE = (
     _HELPERS
     + r"""
+if stale(KEYS[4], ARGV[3]) then
+  return 0
+end
 local delta = share_add(KEYS[3], ARGV[2], -1)
 if delta == 0 then
   return 0
@@ -161,15 +198,24 @@ return 0
 )
 
 # KEYS: app users total, node users share. ARGV: user. Returns 1 when it is the user's first socket.
-USER_SIGNED_IN = r"""
+USER_SIGNED_IN = (
+    _HELPERS
+    + r"""
+if stale(KEYS[3], ARGV[2]) then
+  return 0
+end
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 and 1 or 0
 """
+)
 
 # Same keys and args. Returns 1 when it was the user's last signed-in socket in the cluster.
 USER_SIGNED_OUT = (
     _HELPERS
     + r"""
+if stale(KEYS[3], ARGV[2]) then
+  return 0
+end
 local delta = share_add(KEYS[2], ARGV[1], -1)
 if delta == 0 then
   return 0

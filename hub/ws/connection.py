@@ -72,6 +72,7 @@ class Connection(asyncio.Protocol):
         "last_seen",
         "lost",
         "ping_sent",
+        "presence_pending",
         "send_limit",
         "socket_id",
         "transport",
@@ -101,6 +102,8 @@ class Connection(asyncio.Protocol):
         self.deflater = deflater
         self.deflate = deflater is not None
         self.channels: dict[str, PresenceMember | None] = {}
+        # A presence join or leave under way: the member a resync's snapshot still counts (ws/subscriptions.py).
+        self.presence_pending: tuple[str, PresenceMember] | None = None
         self.user: SignedInUser | None = None
         self.inbox: list[str] | None = None
         self.admitted = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -25,6 +26,7 @@ from hub.protocol.channels import server_to_user_channel
 from hub.protocol.errors import CloseCode, PusherError
 from hub.protocol.messages import ClientMessage, InvalidMessage
 from hub.protocol.socket_ids import new_socket_id
+from hub.protocol.users import PresenceMember
 from hub.state.base import NodeSnapshot, StateUnavailable
 from hub.ws import client_events, subscriptions
 from hub.ws.connection import Connection
@@ -56,6 +58,10 @@ class WsNode:
         self.ctx = ctx
         self.apps = apps
         self.connections: dict[str, Connection] = {}
+        # What a resync's snapshot counts besides ``connections`` (ClusterState.resync: every write begun):
+        # sockets whose admission is pending, and sockets whose cleanup has not yet uncounted them.
+        self._admitting: dict[str, int] = {}
+        self._closing: dict[str, Connection] = {}
         self.draining = False
         settings = ctx.settings
         self._deflater = Deflater(settings.compression_min_bytes) if settings.compression == "on" else None
@@ -214,10 +220,16 @@ class WsNode:
     async def _admit(self, conn: Connection) -> bool:
         """The connection quota, then ``connection_established``; False when the socket was refused."""
         app = conn.app
+        admitting = self._admitting
+        admitting[app.id] = admitting.get(app.id, 0) + 1
         try:
             admitted = await self.ctx.state.add_connection(app.id, app.max_connections)
         except StateUnavailable:
             admitted = True  # counted by resync once the store is back
+        finally:
+            admitting[app.id] -= 1
+            if not admitting[app.id]:
+                del admitting[app.id]
         if not admitted:
             refusal = PusherError(CloseCode.OVER_CONNECTION_QUOTA, "The app is over its connection quota.", True)
             self.ctx.metrics.connection_errors.labels(str(refusal.code)).inc()
@@ -371,6 +383,7 @@ class WsNode:
         """Undo everything the socket did: channels, presence, sign-in, the connection count."""
         conn.closing = True
         self.connections.pop(conn.socket_id, None)
+        self._closing[conn.socket_id] = conn
         if not self.connections:
             self._all_closed.set()
         app_id = conn.app.id
@@ -379,10 +392,12 @@ class WsNode:
         metrics.disconnections.labels(app_id, reason).inc()
         if self.ctx.tap.watching(app_id):
             self.ctx.tap.emit(app_id, "disconnected", socket_id=conn.socket_id, reason=reason)
-        for channel, member in list(conn.channels.items()):
+        # Each channel leaves the socket's record in the step that issues its leave (ClusterState.resync).
+        while conn.channels:
+            channel, member = conn.channels.popitem()
             await subscriptions.leave(self.ctx, conn, channel, member)
-        conn.channels.clear()
         await signout(self.ctx, self.watchlists, conn)
+        self._closing.pop(conn.socket_id, None)
         try:
             await self.ctx.state.remove_connection(app_id)
         except StateUnavailable:
@@ -407,9 +422,19 @@ class WsNode:
     # -- whole-node operations -----------------------------------------------------------------
 
     def snapshot(self) -> NodeSnapshot:
-        """This node's share of the cluster state, rebuilt from its live sockets."""
+        """This node's share of the cluster state, rebuilt from its sockets: every state write begun counts.
+
+        Taken in the same step as the resync it is for (see ClusterState.resync).
+        """
         snap = NodeSnapshot()
-        for conn in self.connections.values():
+        snap.connections.update(self._admitting)
+
+        def add_member(key: tuple[str, str], member: PresenceMember) -> None:
+            users = snap.presence.setdefault(key, {})
+            count, _ = users.get(member.user_id, (0, None))
+            users[member.user_id] = (count + 1, member.user_info)
+
+        for conn in itertools.chain(self.connections.values(), self._closing.values()):
             app_id = conn.app.id
             snap.connections[app_id] = snap.connections.get(app_id, 0) + 1
             for channel, member in conn.channels.items():
@@ -418,9 +443,10 @@ class WsNode:
                 key = (app_id, channel)
                 snap.channels[key] = snap.channels.get(key, 0) + 1
                 if member is not None:
-                    users = snap.presence.setdefault(key, {})
-                    count, _ = users.get(member.user_id, (0, None))
-                    users[member.user_id] = (count + 1, member.user_info)
+                    add_member(key, member)
+            if conn.presence_pending is not None:
+                channel, member = conn.presence_pending
+                add_member((app_id, channel), member)
             if conn.user is not None:
                 ukey = (app_id, conn.user.user_id)
                 snap.users[ukey] = snap.users.get(ukey, 0) + 1

@@ -36,8 +36,9 @@ async def signin(ctx: NodeContext, watchlists: Watchlists, conn: Connection, req
         conn.user = user
         conn.send(messages.signin_success(user.user_data))
         return
-    conn.user = user
     await ctx.join_local(conn, server_to_user_channel(user.user_id))
+    # Recorded in the step that issues the count (ClusterState.resync: a snapshot counts the writes begun).
+    conn.user = user
     conn.send(messages.signin_success(user.user_data))
     if truncated:
         conn.send_error(
@@ -60,6 +61,7 @@ async def signout(ctx: NodeContext, watchlists: Watchlists, conn: Connection) ->
         return
     watchlists.unwatch(conn)
     ctx.leave_local(conn, server_to_user_channel(user.user_id))
+    conn.user = None  # in the step that issues the uncount, as above
     try:
         if await ctx.state.user_signed_out(conn.app.id, user.user_id):
             await watchlists.announce(conn.app, user.user_id, online=False)

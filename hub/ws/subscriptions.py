@@ -114,8 +114,12 @@ async def subscribe(ctx: NodeContext, conn: Connection, channel: str, auth: str 
         if not await _join_presence(ctx, conn, channel, member):
             return  # refused: counts nothing, so no occupancy is left behind
     else:
-        conn.channels[channel] = None
-        await ctx.join_local(conn, channel)
+        try:
+            await ctx.join_local(conn, channel)
+        finally:
+            # Recorded in the step that issues the count: a resync's snapshot counts exactly the writes
+            # begun before it (ClusterState.resync).
+            conn.channels[channel] = None
         await _count_join(ctx, conn, channel)
         _succeeded(ctx, conn, channel)
     if kind.cache:
@@ -132,6 +136,8 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
     """
     app = conn.app
     await ctx.join_local(conn, channel)
+    # While the join is pending a resync's snapshot counts the member (ClusterState.resync).
+    conn.presence_pending = (channel, member)
     try:
         joined = await ctx.state.join_presence(
             app.id, channel, member.user_id, member.user_info, app.limits.max_presence_members_per_channel
@@ -142,6 +148,8 @@ async def _join_presence(ctx: NodeContext, conn: Connection, channel: str, membe
             ctx, conn, channel, SubscriptionError("ServerError", "Presence is unavailable; try again shortly.", 503)
         )
         return False
+    finally:
+        conn.presence_pending = None
     if not joined.accepted:
         ctx.leave_local(conn, channel)
         limit = app.limits.max_presence_members_per_channel
@@ -215,16 +223,23 @@ async def leave(ctx: NodeContext, conn: Connection, channel: str, member: Presen
     app = conn.app
     if ctx.tap.watching(app.id):
         ctx.tap.emit(app.id, "unsubscribed", socket_id=conn.socket_id, channel=channel)
+    # The caller dropped the channel from the socket's record as this leave began; until its presence
+    # leave is issued a resync's snapshot still counts the member (ClusterState.resync).
+    conn.presence_pending = None if member is None else (channel, member)
     try:
         if await ctx.state.leave_channel(app.id, channel) == 0:
             ctx.webhooks.channel_vacated(app, channel)
             if ctx.tap.watching(app.id):
                 ctx.tap.emit(app.id, "vacated", channel=channel)
         ctx.count_changed(app, channel)
-        if member is not None and await ctx.state.leave_presence(app.id, channel, member.user_id):
-            ctx.webhooks.member_removed(app, channel, member.user_id)
-            await ctx.publish(
-                app.id, channel, "pusher_internal:member_removed", messages.member_removed_data(member.user_id)
-            )
+        if member is not None:
+            conn.presence_pending = None
+            if await ctx.state.leave_presence(app.id, channel, member.user_id):
+                ctx.webhooks.member_removed(app, channel, member.user_id)
+                await ctx.publish(
+                    app.id, channel, "pusher_internal:member_removed", messages.member_removed_data(member.user_id)
+                )
     except StateUnavailable:
         log.warning("state_unavailable", op="leave_channel", channel=channel, **conn.describe())
+    finally:
+        conn.presence_pending = None

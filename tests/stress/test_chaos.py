@@ -2,8 +2,7 @@
 
 Bounds are generous (a loaded two-core machine); what must hold exactly: no event answered 200 is
 lost by a subscriber that stayed connected, publishes Redis refused are answered 503 (never a 200
-that goes nowhere), and after healing the cluster's counts, presence and metrics match the clients
-(one known exception, below).
+that goes nowhere), and after healing the cluster's counts, presence and metrics match the clients.
 """
 
 from __future__ import annotations
@@ -38,10 +37,4 @@ async def test_chaos_faults_lose_nothing_answered_200_and_the_state_heals(tmp_pa
         assert fault["delivery_resumed_within_s"] < bound, f"{name}: {fault}"
     redis = next(f for name, f in faults.items() if "Redis restart" in name)
     assert redis["publishes"].get("503", 0) > 0, "publishes while Redis was down must be refused with 503"
-    # A churn channel left occupied after every client went (seen in 1 of 3 runs while developing this
-    # suite; suspected: a resync's snapshot written after a concurrent leave) is printed here and makes
-    # `make chaos` exit 1, but does not fail CI until it is fixed; every other mismatch does.
-    leaks = [p for p in report["problems"] if "leaked channels" in p or "still occupied" in p]
-    if leaks:
-        print(f"\n[chaos] KNOWN ISSUE, not yet fixed: {leaks}")
-    assert [p for p in report["problems"] if p not in leaks] == []
+    assert report["problems"] == []
