@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,6 +25,7 @@ from benchmarks.wsclient import masked_frame
 from hub.config import parse_settings
 from hub.server import Node
 from hub.ws.node import WsNode
+from tests.stress.faults import DelayProxy
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.requirements import require_executable
@@ -44,55 +44,16 @@ def redis_server() -> Iterator[RedisServer]:
         server.close()
 
 
-class JitterProxy:
+class JitterProxy(DelayProxy):
     """Forwards to Redis, holding each connection's chunks for that connection's own delay (order kept)."""
 
     def __init__(self, target_port: int, seed: int) -> None:
-        self.port = free_port()
-        self._target = target_port
+        super().__init__(target_port)
         self._random = random.Random(seed)
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[JitterProxy]:
-        server = await asyncio.start_server(self._serve, LOOPBACK, self.port)
-        try:
-            yield self
-        finally:
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(LOOPBACK, self._target)
-        delay = self._random.choice((0.0, 0.0, 0.002, 0.01, 0.03))
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink, delay))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-
-        async def later() -> None:
-            while chunk := (item := await queue.get())[1]:
-                await asyncio.sleep(max(0.0, item[0] - loop.time()))
-                sink.write(chunk)
-                await sink.drain()
-
-        sender = asyncio.create_task(later())
-        try:
-            while chunk := await source.read(65536):
-                queue.put_nowait((loop.time() + delay, chunk))
-            queue.put_nowait((0.0, b""))
-            await sender
-        except (ConnectionError, asyncio.CancelledError):
-            sender.cancel()
-        finally:
-            with contextlib.suppress(Exception):
-                sink.close()
+    def connection_delay(self) -> Callable[[], float]:
+        held = self._random.choice((0.0, 0.005, 0.02, 0.05))
+        return lambda: held
 
 
 async def _read_until(reader: asyncio.StreamReader, marker: bytes, seen: bytes = b"") -> bytes:
@@ -161,7 +122,8 @@ async def test_resyncs_racing_joins_and_leaves_leave_no_channel_occupied_and_no_
 ) -> None:
     port = free_port()
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    async with JitterProxy(redis_server.port, seed=15).running() as proxy:
+    proxy = await JitterProxy(redis_server.port, seed=15).start()
+    try:
         argv = ["serve", "--host", LOOPBACK, "--port", str(port), "--metrics-port", "0"]
         node = Node(parse_settings([*argv, "--redis-url", f"redis://{LOOPBACK}:{proxy.port}"], {}), {})
         await node.start()
@@ -181,7 +143,9 @@ async def test_resyncs_racing_joins_and_leaves_leave_no_channel_occupied_and_no_
             counted = {key: await client.get(key) async for key in client.scan_iter(match="*conns")}
         finally:
             await node.stop()
-            await client.aclose()
+    finally:
+        await proxy.close()
+        await client.aclose()
     assert resyncs > 20, f"only {resyncs} resyncs overlapped the churn"
     assert {key: value for key, value in occupied.items() if value} == {}
     assert counted == {}

@@ -21,13 +21,17 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tests.support.ports import LOOPBACK, free_port
 
 
 class DelayProxy:
-    """Forwards 127.0.0.1:<port> to Redis, holding every chunk ``delay`` seconds (order kept)."""
+    """Forwards 127.0.0.1:<port> to Redis, holding every chunk ``delay`` seconds (order kept).
+
+    ``connection_delay`` says how long one connection's chunks are held; a subclass may give each
+    connection its own delay, so that one connection's commands overtake another's.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.port = free_port()
@@ -55,12 +59,17 @@ class DelayProxy:
         except OSError:
             writer.close()
             return
+        delay = self.connection_delay()
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+            task = asyncio.create_task(self._pipe(source, sink, delay))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    def connection_delay(self) -> Callable[[], float]:
+        """The hold of a new connection's chunks, read per chunk: ``delay`` as it is at the time."""
+        return lambda: self.delay
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: Callable[[], float]) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -76,7 +85,7 @@ class DelayProxy:
         sender = asyncio.create_task(later())
         try:
             while chunk := await source.read(65536):
-                await queue.put((loop.time() + self.delay, chunk))
+                await queue.put((loop.time() + delay(), chunk))
             await queue.put((0.0, b""))
             await sender
         except (ConnectionError, asyncio.CancelledError):
