@@ -392,12 +392,15 @@ class WsNode:
         metrics.disconnections.labels(app_id, reason).inc()
         if self.ctx.tap.watching(app_id):
             self.ctx.tap.emit(app_id, "disconnected", socket_id=conn.socket_id, reason=reason)
-        # Each channel leaves the socket's record in the step that issues its leave (ClusterState.resync).
-        while conn.channels:
-            channel, member = conn.channels.popitem()
-            await subscriptions.leave(self.ctx, conn, channel, member)
-        await signout(self.ctx, self.watchlists, conn)
-        self._closing.pop(conn.socket_id, None)
+        try:
+            # Each channel leaves the socket's record in the step that issues its leave (ClusterState.resync).
+            while conn.channels:
+                channel, member = conn.channels.popitem()
+                await subscriptions.leave(self.ctx, conn, channel, member)
+            await signout(self.ctx, self.watchlists, conn)
+        finally:
+            # In the step that issues the uncount below; and never left behind by a failed or cancelled cleanup.
+            self._closing.pop(conn.socket_id, None)
         try:
             await self.ctx.state.remove_connection(app_id)
         except StateUnavailable:
